@@ -1,0 +1,273 @@
+"""
+The hook's logic, written once as generators that *ask* for I/O instead of doing it.
+
+A flow yields :class:`Send` (post these tasks, give me the response or the transport error) and
+:class:`Sleep` actions; the hook runs the same flow with a blocking driver (``httpx.Client``,
+``time.sleep``) or an async one (``httpx.AsyncClient``, ``asyncio.sleep``). Retries, re-attachment,
+envelope parsing and polling therefore behave identically in the worker and in the triggerer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from airflow_provider_bfl import defaults
+from airflow_provider_bfl._envelope import (
+    CONFLICT,
+    Envelope,
+    body_snippet,
+    family_for_status,
+    parse_envelope,
+    to_exception,
+)
+from airflow_provider_bfl._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from airflow_provider_bfl._status import merge
+from airflow_provider_bfl.exceptions import (
+    BflError,
+    BflInvalidRequestError,
+    BflMalformedResponseError,
+    BflRateLimitError,
+    BflServerError,
+    BflTaskNotFoundError,
+)
+from airflow_provider_bfl.models.request import ImageInferenceRequest
+from airflow_provider_bfl.models.results import TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Send:
+    tasks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Action = Send | Sleep
+#: A flow receives an ``httpx.Response`` or the ``httpx.TransportError`` it raised after a Send.
+Flow = Generator[Action, Any, T]
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    interval: float = defaults.POLL_INTERVAL
+    backoff: float = defaults.POLL_BACKOFF
+    max_interval: float = defaults.POLL_MAX_INTERVAL
+    max_failures: int = defaults.MAX_POLL_FAILURES
+    max_missing: int = defaults.MAX_MISSING_POLLS
+
+    def next_interval(self, current: float) -> float:
+        return min(current * self.backoff, self.max_interval)
+
+
+@dataclass
+class SubmitOutcome:
+    """What one submission achieved, per taskUUID."""
+
+    #: Newly accepted tasks.
+    accepted: list[str] = field(default_factory=list)
+    #: Tasks the API already had (``conflictTaskUUID``): re-attached, not paid again.
+    reattached: list[str] = field(default_factory=list)
+    #: Tasks the API refused, with the reason.
+    rejected: dict[str, BflError] = field(default_factory=dict)
+    #: Statuses known from the submission itself (complete for sync delivery).
+    statuses: dict[str, TaskStatus] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> dict[str, int]:
+        """Tasks still to be polled, with the number of images each will produce."""
+        return {uuid: status.expected_images for uuid, status in self.statuses.items() if not status.done}
+
+
+def _failure(outcome: httpx.Response | httpx.TransportError) -> tuple[BflError, float | None] | None:
+    """The retryable failure an attempt ended in (with any Retry-After), or None if it is final."""
+    if isinstance(outcome, httpx.TransportError):
+        kind = "timed out" if isinstance(outcome, httpx.TimeoutException) else "failed"
+        return BflServerError(f"The request {kind}: {type(outcome).__name__}: {outcome}"), None
+    if outcome.status_code in RETRYABLE_STATUSES:
+        family = BflRateLimitError if outcome.status_code == 429 else BflServerError
+        error = family(
+            f"The API answered HTTP {outcome.status_code}: {body_snippet(outcome.content)!r}",
+            status_code=outcome.status_code,
+        )
+        return error, parse_retry_after(outcome.headers.get("retry-after"))
+    return None
+
+
+def call(tasks: list[dict[str, Any]], policy: RetryPolicy) -> Flow[Envelope]:
+    """POST one task array, retrying transient failures; the parsed envelope."""
+    started = time.monotonic()
+    retry = 0
+    while True:
+        outcome = yield Send(tasks)
+        failure = _failure(outcome)
+        if failure is None:
+            try:
+                return _checked(parse_envelope(outcome.status_code, outcome.content))
+            except BflMalformedResponseError as malformed:
+                if 400 <= outcome.status_code < 500:  # e.g. a proxy's HTML 401 page: final
+                    raise family_for_status(outcome.status_code)(
+                        malformed.message, status_code=outcome.status_code
+                    ) from None
+                # A garbled 200 is ambiguous: the tasks may have been accepted. Sending the same
+                # taskUUIDs again is safe (a conflict re-attaches), so treat it as transient.
+                failure = malformed, None
+        error, retry_after = failure
+        delay = policy.delay(retry, retry_after)
+        retry += 1
+        if retry > policy.max_retries or time.monotonic() - started + delay > policy.max_elapsed:
+            error.message = (
+                f"{error.message}; gave up after {retry} attempts in {time.monotonic() - started:.1f}s"
+            )
+            error.args = (error._render(),)
+            raise error
+        log.warning(
+            "Runware request failed (%s); retry %d/%d in %.2fs", error, retry, policy.max_retries, delay
+        )
+        yield Sleep(delay)
+
+
+def _checked(envelope: Envelope) -> Envelope:
+    """Raise request-level errors (auth, credits, ...); task-scoped ones stay in the envelope."""
+    unscoped = [error for error in envelope.errors if error.task_uuid is None]
+    if unscoped and (envelope.status_code >= 400 or not envelope.data):
+        raise to_exception(unscoped[0], envelope.status_code)
+    if envelope.status_code >= 400 and not envelope.errors:
+        raise BflMalformedResponseError(
+            f"The API answered HTTP {envelope.status_code} without saying why",
+            status_code=envelope.status_code,
+        )
+    return envelope
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def submit(
+    requests: Sequence[ImageInferenceRequest],
+    policy: RetryPolicy,
+    chunk_size: int = defaults.MAX_TASKS_PER_REQUEST,
+) -> Flow[SubmitOutcome]:
+    """Submit tasks (as few HTTP requests as allowed); a conflict means "already accepted"."""
+    outcome = SubmitOutcome()
+    uuids = [request.task_uuid for request in requests]
+    if len(set(uuids)) != len(uuids):
+        raise BflInvalidRequestError(
+            "The same taskUUID appears twice in one submission", parameter="taskUUID"
+        )
+    for chunk in _chunks(list(requests), chunk_size):
+        statuses = {r.task_uuid: TaskStatus(r.task_uuid, expected_images=r.number_results) for r in chunk}
+        envelope = yield from call([request.to_wire() for request in chunk], policy)
+        conflicts = {error.task_uuid for error in envelope.errors if error.code == CONFLICT}
+        envelope.errors = [error for error in envelope.errors if error.code != CONFLICT]
+        merge(statuses, envelope)
+        for task_uuid, status in statuses.items():
+            if task_uuid in conflicts:
+                log.info(
+                    "taskUUID %s was already accepted by the API: re-attaching, not resubmitting", task_uuid
+                )
+                outcome.reattached.append(task_uuid)
+            elif status.state is TaskState.ERROR and status.error is not None:
+                outcome.rejected[task_uuid] = status.error
+                continue
+            else:
+                outcome.accepted.append(task_uuid)
+            outcome.statuses[task_uuid] = status
+    return outcome
+
+
+def get_status(
+    statuses: Mapping[str, TaskStatus], policy: RetryPolicy, chunk_size: int = defaults.MAX_TASKS_PER_REQUEST
+) -> Flow[set[str]]:
+    """One getResponse round, merged into ``statuses`` in place; the UUIDs the API mentioned."""
+    mentioned: set[str] = set()
+    for chunk in _chunks(list(statuses), chunk_size):
+        tasks = [{"taskType": "getResponse", "taskUUID": uuid} for uuid in chunk]
+        envelope = yield from call(tasks, policy)
+        mentioned |= merge({uuid: statuses[uuid] for uuid in chunk}, envelope)
+    return mentioned
+
+
+def wait(
+    statuses: dict[str, TaskStatus],
+    policy: RetryPolicy,
+    poll: PollSettings,
+    deadline: float | None,
+    chunk_size: int = defaults.MAX_TASKS_PER_REQUEST,
+) -> Flow[dict[str, TaskStatus]]:
+    """
+    Poll until every task in ``statuses`` is terminal or ``deadline`` passes; returns them.
+
+    ``statuses`` is updated in place, so a caller keeps the results received so far even when
+    this flow raises. ``deadline`` is a wall-clock ``time.time()`` value so it survives a
+    triggerer restart; tasks still processing at the deadline are returned as they are. A
+    bounded run of failed polls is tolerated.
+    """
+    interval = poll.interval
+    failures = 0
+    missing: dict[str, int] = {}
+    while True:
+        pending = {uuid: status for uuid, status in statuses.items() if not status.done}
+        if not pending:
+            return statuses
+        if deadline is not None and time.time() >= deadline:
+            return statuses
+        try:
+            mentioned = yield from get_status(pending, policy, chunk_size)
+        except BflError as error:
+            if not error.retryable:
+                raise
+            failures += 1
+            if failures > poll.max_failures:
+                raise
+            log.warning(
+                "Polling failed (%s); %d/%d consecutive failures tolerated",
+                error,
+                failures,
+                poll.max_failures,
+            )
+        else:
+            failures = 0
+            for uuid, status in pending.items():
+                missing[uuid] = 0 if uuid in mentioned else missing.get(uuid, 0) + 1
+                if missing[uuid] >= poll.max_missing and not status.done:
+                    status.state = TaskState.ERROR
+                    status.error = BflTaskNotFoundError(
+                        f"The API has not mentioned this task in {missing[uuid]} consecutive polls",
+                        code="taskNotFound",
+                        task_uuid=uuid,
+                    )
+        if all(status.done for status in statuses.values()):
+            return statuses
+        sleep_for = interval if deadline is None else max(0.0, min(interval, deadline - time.time()))
+        yield Sleep(sleep_for)
+        interval = poll.next_interval(interval)
+
+
+def generate(
+    requests: Sequence[ImageInferenceRequest],
+    policy: RetryPolicy,
+    poll: PollSettings,
+    deadline: float | None,
+    chunk_size: int = defaults.MAX_TASKS_PER_REQUEST,
+) -> Flow[dict[str, TaskStatus]]:
+    """Submit and wait: every task's final status (rejected tasks included, as errors)."""
+    outcome = yield from submit(requests, policy, chunk_size)
+    statuses = dict(outcome.statuses)
+    yield from wait(statuses, policy, poll, deadline, chunk_size)
+    for uuid, error in outcome.rejected.items():
+        statuses[uuid] = TaskStatus(uuid, state=TaskState.ERROR, error=error)
+    return statuses

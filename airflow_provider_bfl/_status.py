@@ -1,0 +1,89 @@
+"""Folding getResponse (and sync-delivery) items into one :class:`TaskStatus` per taskUUID."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from airflow_provider_bfl._envelope import ApiError, Envelope, to_exception
+from airflow_provider_bfl.exceptions import BflMalformedResponseError
+from airflow_provider_bfl.models.results import ImageResult, TaskState, TaskStatus
+
+_PROCESSING_WORDS = frozenset({"processing", "pending"})
+#: Without a ``status``, an item with an image is a (sync) result and one without is an async ack.
+_IMAGE_FIELDS = frozenset({"imageUUID", "imageURL", "imageBase64Data", "imageDataURI"})
+
+
+def parse_result(item: Mapping[str, Any]) -> ImageResult:
+    try:
+        return ImageResult.model_validate(item)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BflMalformedResponseError(
+            f"The API sent an image result that cannot be used: {problems}",
+            task_uuid=item.get("taskUUID") if isinstance(item.get("taskUUID"), str) else None,
+        ) from None
+
+
+def _item_error(item: Mapping[str, Any], task_uuid: str) -> ApiError:
+    raw = item.get("error")
+    raw = raw if isinstance(raw, Mapping) else {}
+    return ApiError(
+        code=str(raw.get("code") or item.get("code") or "taskFailed"),
+        message=str(raw.get("message") or item.get("message") or "The generation failed"),
+        task_uuid=task_uuid,
+    )
+
+
+def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
+    """
+    Apply one response to ``statuses`` (keyed by taskUUID) in place; return the UUIDs it mentioned.
+
+    Results accumulate across polls (deduplicated by imageUUID), so images of a task with
+    ``numberResults`` > 1 are kept as they arrive.
+    """
+    mentioned: set[str] = set()
+    for item in envelope.data:
+        task_uuid = item.get("taskUUID")
+        if not isinstance(task_uuid, str) or task_uuid not in statuses:
+            raise BflMalformedResponseError(
+                f"The API sent an item for a taskUUID that was not asked about: {task_uuid!r}",
+                status_code=envelope.status_code,
+            )
+        mentioned.add(task_uuid)
+        status = statuses[task_uuid]
+        if status.state is TaskState.ERROR:
+            continue
+        word = str(item.get("status") or ("success" if _IMAGE_FIELDS & item.keys() else "processing")).lower()
+        if word in _PROCESSING_WORDS:
+            progress = item.get("progress")
+            status.progress = progress if isinstance(progress, int) else status.progress
+        elif word == "error":
+            _fail(status, _item_error(item, task_uuid), envelope.status_code)
+        elif word == "success":
+            _add_result(status, parse_result(item))
+        else:
+            raise BflMalformedResponseError(
+                f"The API sent an unknown task status {word!r}", task_uuid=task_uuid
+            )
+    for error in envelope.errors:
+        if error.task_uuid is not None and error.task_uuid in statuses:
+            mentioned.add(error.task_uuid)
+            _fail(statuses[error.task_uuid], error, envelope.status_code)
+    return mentioned
+
+
+def _add_result(status: TaskStatus, result: ImageResult) -> None:
+    known = {existing.image_uuid for existing in status.results}
+    if result.image_uuid is None or result.image_uuid not in known:
+        status.results.append(result)
+    if len(status.results) >= status.expected_images:
+        status.state = TaskState.SUCCESS
+        status.progress = 100
+
+
+def _fail(status: TaskStatus, error: ApiError, status_code: int) -> None:
+    status.state = TaskState.ERROR
+    status.error = to_exception(error, status_code)

@@ -1,0 +1,131 @@
+"""
+Errors raised by the provider, one family per way a generation can go wrong.
+
+Every error derives from :class:`BflError`, so ``except BflError`` catches them all. Callers decide
+on the family, never on message text::
+
+    BflError
+    ├── BflInvalidRequestError       bad parameters (caught before sending, or rejected by the API)
+    ├── BflAuthenticationError       missing, invalid or unauthorised API key
+    ├── BflInsufficientCreditsError  the account cannot pay for the generation
+    ├── BflRateLimitError            429 / rate codes that outlived the retry budget
+    ├── BflServerError               5xx, timeouts, dropped connections that outlived the retry budget
+    ├── BflMalformedResponseError    a response that is not a Runware envelope
+    ├── BflContentModeratedError     the API refused the prompt or the image on safety grounds
+    ├── BflTaskFailedError           the generation itself failed on the API side
+    ├── BflTaskNotFoundError         the API does not know (or no longer keeps) the taskUUID
+    └── BflWaitTimeoutError          the generation did not finish before the caller's deadline
+
+Messages carry the API's code, message, parameter and the taskUUID; they never carry the API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class BflError(Exception):
+    """Base class of every error raised by airflow-provider-bfl."""
+
+    #: True when trying the same call again later may succeed.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        parameter: str | Sequence[str] | None = None,
+        task_uuid: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.message = message
+        self.code = code
+        self.parameter = parameter
+        self.task_uuid = task_uuid
+        self.status_code = status_code
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        details = []
+        if self.code:
+            details.append(f"code={self.code}")
+        if self.parameter:
+            parameter = self.parameter if isinstance(self.parameter, str) else ",".join(self.parameter)
+            details.append(f"parameter={parameter}")
+        if self.task_uuid:
+            details.append(f"taskUUID={self.task_uuid}")
+        if self.status_code:
+            details.append(f"HTTP {self.status_code}")
+        return f"{self.message} ({', '.join(details)})" if details else self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive pickling by default; Airflow pickles exceptions
+        # when it ships them between processes.
+        return (_rebuild, (type(self), self.message, self._state()))
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "parameter": self.parameter,
+            "task_uuid": self.task_uuid,
+            "status_code": self.status_code,
+        }
+
+
+def _rebuild(cls: type[BflError], message: str, state: dict[str, Any]) -> BflError:
+    return cls(message, **state)
+
+
+class BflInvalidRequestError(BflError, ValueError):
+    """The request breaks the model's rules: fix the parameters, retrying cannot help."""
+
+    def __init__(self, message: str, *, violations: Sequence[str] = (), **kwargs: Any) -> None:
+        self.violations = list(violations)
+        super().__init__(message, **kwargs)
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "violations": self.violations}
+
+
+class BflAuthenticationError(BflError):
+    """The API key is missing, wrong, suspended or lacks permission."""
+
+
+class BflInsufficientCreditsError(BflError):
+    """The account balance cannot pay for the generation."""
+
+
+class BflRateLimitError(BflError):
+    """Runware's queue is full for this account; raised once the retry budget is spent."""
+
+    retryable = True
+
+
+class BflServerError(BflError):
+    """A transient server or network failure; raised once the retry budget is spent."""
+
+    retryable = True
+
+
+class BflMalformedResponseError(BflError):
+    """The API answered with something that is not a Runware envelope (HTML page, bad JSON, ...)."""
+
+    retryable = True
+
+
+class BflContentModeratedError(BflError):
+    """The prompt or the image was refused on content-safety grounds."""
+
+
+class BflTaskFailedError(BflError):
+    """The generation failed on the API side."""
+
+
+class BflTaskNotFoundError(BflError):
+    """The API does not know the taskUUID, or its results have expired."""
+
+
+class BflWaitTimeoutError(BflError):
+    """The generation did not finish before the caller's deadline; it may still finish later."""

@@ -1,0 +1,92 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_bfl import __version__
+from airflow_provider_bfl.defaults import CONN_TYPE, DEFAULT_BASE_URL
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["login", "port", "schema"],
+    "relabeling": {"password": "API Key", "host": "Base URL"},
+    "placeholders": {
+        "host": DEFAULT_BASE_URL,
+        "password": "Runware API key",
+        "extra": '{"timeout": 60, "max_retries": 5}',
+    },
+}
+
+_NUMBER = {"type": ["number", "null"]}
+_INTEGER = {"type": ["integer", "null"]}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-bfl",
+        "name": "Black Forest Labs FLUX (Runware)",
+        "description": "Generate images with FLUX.1.1 [pro] (bfl:2@1) through the Runware task API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "external-doc-url": "https://runware.ai/docs",
+                "tags": ["ai"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "python-modules": ["airflow_provider_bfl.operators.bfl"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "python-modules": ["airflow_provider_bfl.sensors.bfl"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "python-modules": ["airflow_provider_bfl.hooks.bfl"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "python-modules": ["airflow_provider_bfl.triggers.bfl"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": "airflow_provider_bfl.hooks.bfl.BflHook",
+                "hook-name": "Runware FLUX.1.1 [pro]",
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "schema": {**_NUMBER, "default": 60},
+                    },
+                    "max_retries": {
+                        "label": "Retries per HTTP call",
+                        "schema": {**_INTEGER, "default": 5},
+                    },
+                    "retry_max_elapsed": {
+                        "label": "Retry budget per call (seconds)",
+                        "schema": {**_NUMBER, "default": 120},
+                    },
+                    "poll_interval": {
+                        "label": "First poll interval (seconds)",
+                        "schema": {**_NUMBER, "default": 1},
+                    },
+                    "poll_max_interval": {
+                        "label": "Longest poll interval (seconds)",
+                        "schema": {**_NUMBER, "default": 10},
+                    },
+                },
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+            }
+        ],
+        "extra-links": ["airflow_provider_bfl.links.BflImageLink"],
+    }

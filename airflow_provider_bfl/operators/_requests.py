@@ -1,0 +1,120 @@
+"""Turning the operator's (templated) arguments into validated requests, before any money is spent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_provider_bfl.exceptions import BflInvalidRequestError
+from airflow_provider_bfl.models.request import ImageInferenceRequest
+
+#: Operator keywords that are request fields under the same Python name.
+REQUEST_KEYWORDS = (
+    "positive_prompt",
+    "width",
+    "height",
+    "seed",
+    "number_results",
+    "output_type",
+    "output_format",
+    "output_quality",
+    "include_cost",
+    "ttl",
+    "webhook_url",
+    "upload_endpoint",
+    "safety",
+    "model",
+    "delivery_method",
+    "task_uuid",
+)
+
+
+def _decoded(value: Any, what: str) -> Any:
+    """A templated ``request=`` renders to text; accept it as JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise BflInvalidRequestError(
+                f"{what} must be a request object (or a list of them), got a string that is not JSON: {value[:80]!r}",
+                parameter="request",
+            ) from None
+    return value
+
+
+def request_dicts(
+    request: Any,
+    prompts: Any,
+    keywords: Mapping[str, Any],
+    provider_bfl: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """The raw request objects, from ``request=`` (wire form) or from keyword parameters."""
+    given = {key: value for key, value in keywords.items() if value is not None}
+    if request is not None:
+        if given or prompts or provider_bfl:
+            names = sorted([*given, *(["prompts"] if prompts else []), *provider_bfl])
+            raise BflInvalidRequestError(
+                f"Give either request= or keyword parameters, not both (also given: {', '.join(names)})",
+                parameter="request",
+            )
+        request = _decoded(request, "request")
+        items = [request] if isinstance(request, Mapping) else request
+        if not isinstance(items, Sequence) or not all(isinstance(item, Mapping) for item in items):
+            raise BflInvalidRequestError(
+                f"request must be a request object or a list of them, got {type(request).__name__}",
+                parameter="request",
+            )
+        return [dict(item) for item in items]
+    if provider_bfl:
+        given["provider_settings"] = {"bfl": dict(provider_bfl)}
+    prompts = (
+        _decoded(prompts, "prompts") if isinstance(prompts, str) and prompts.startswith("[") else prompts
+    )
+    if prompts is None:
+        return [given]
+    if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+        raise BflInvalidRequestError(
+            f"prompts must be a list of prompt strings, got {type(prompts).__name__}", parameter="prompts"
+        )
+    if "positive_prompt" in given:
+        raise BflInvalidRequestError("Give positive_prompt or prompts, not both", parameter="prompts")
+    return [{**given, "positive_prompt": prompt} for prompt in prompts]
+
+
+def with_defaults(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Operator-level defaults for fields the request does not set (under either name)."""
+    result = dict(item)
+    for python_name, value in defaults.items():
+        wire_name = ImageInferenceRequest.model_fields[python_name].alias or python_name
+        if python_name not in result and wire_name not in result:
+            result[wire_name] = value
+    return result
+
+
+def has_task_uuid(item: Mapping[str, Any]) -> bool:
+    return item.get("taskUUID") is not None or item.get("task_uuid") is not None
+
+
+def validated(items: Sequence[Mapping[str, Any]], task_label: str) -> list[ImageInferenceRequest]:
+    """Validate every request; one error naming the Airflow task and each offending request."""
+    requests: list[ImageInferenceRequest] = []
+    problems: list[str] = []
+    parameters: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            requests.append(ImageInferenceRequest.model_validate(dict(item)))
+        except BflInvalidRequestError as exc:
+            where = f"request {index + 1} of {len(items)}" if len(items) > 1 else "the request"
+            problems.append(f"{where}: {'; '.join(exc.violations) or exc.message}")
+            parameters.extend([exc.parameter] if isinstance(exc.parameter, str) else exc.parameter or [])
+    if not items:
+        problems.append("no requests to submit (prompts is empty)")
+    if problems:
+        raise BflInvalidRequestError(
+            f"Task {task_label}: nothing was submitted, invalid input: " + " | ".join(problems),
+            code="invalidRequest",
+            parameter=sorted(set(parameters)) or None,
+            violations=problems,
+        )
+    return requests

@@ -1,0 +1,254 @@
+"""
+:class:`BflImageInferenceSensor`: waits for FLUX generations submitted by another task.
+
+It only polls (getResponse), so a retry or a reschedule can never pay for a generation twice. The
+module stays light to import (DAG parsing imports it constantly): the hook, its HTTP client and the
+trigger are imported when the sensor runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+
+from airflow_provider_bfl import defaults, events
+from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
+from airflow_provider_bfl.models.results import TaskStatus
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_bfl.hooks.bfl import BflHook
+
+#: How much longer the deferral may last than the trigger's own deadline, so the trigger reports a
+#: timeout (with the images received so far) before Airflow gives up on it.
+DEFER_TIMEOUT_GRACE = timedelta(minutes=5)
+
+#: XCom key of the images that arrived before a failure or timeout (the operator uses the same key).
+PARTIAL_RESULTS_XCOM_KEY = "partial_results"
+
+_SHAPE = (
+    "a taskUUID, a list of taskUUIDs, a mapping of taskUUID to expected image count (numberResults), "
+    "or a JSON string (or Python repr) of one of those"
+)
+
+
+def normalize_task_uuids(value: Any) -> dict[str, int]:
+    """
+    ``{taskUUID: images expected}`` from whatever templating or an upstream XCom produced.
+
+    A list means one image per task: pass the mapping when tasks use ``numberResults`` > 1, or the
+    sensor reports success as soon as the first image of each task is ready.
+    """
+    parsed = value
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = _parse_literal(value, text) if text.startswith(("[", "{", '"')) else [text]
+    if isinstance(parsed, str):  # a JSON-quoted single UUID
+        parsed = [parsed]
+    if isinstance(parsed, Mapping):
+        pairs = list(parsed.items())
+    elif isinstance(parsed, Iterable) and not isinstance(parsed, bytes | bytearray):
+        pairs = [(item, 1) for item in parsed]
+    else:
+        _invalid(value, f"a {type(parsed).__name__} is not accepted")
+    if not pairs:
+        _invalid(value, "it holds no taskUUID")
+    counts: dict[str, int] = {}
+    for task_uuid, count in pairs:
+        if not isinstance(task_uuid, str) or not _is_uuid(task_uuid.strip()):
+            _invalid(value, f"{task_uuid!r} is not a taskUUID")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            _invalid(value, f"the image count of {task_uuid} must be an integer >= 1, got {count!r}")
+        counts[task_uuid.strip()] = count
+    return counts
+
+
+def _parse_literal(value: Any, text: str) -> Any:
+    """JSON, or the Python repr a non-native Jinja render makes of an XCom list or dict."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            _invalid(value, f"it is neither JSON nor a Python literal ({exc})")
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _invalid(value: Any, reason: str) -> NoReturn:
+    raise BflInvalidRequestError(
+        f"task_uuids must be {_SHAPE}; got {value!r:.300}: {reason}", parameter="task_uuids"
+    )
+
+
+def _skip_exception() -> type[Exception]:
+    try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # Airflow 3.1 keeps it in core
+        from airflow import exceptions
+
+        return exceptions.AirflowSkipException
+    return AirflowSkipException
+
+
+class BflImageInferenceSensor(BaseSensorOperator):
+    """
+    Wait for FLUX.1.1 [pro] generations that another task submitted, and return their images.
+
+    Pairs with ``BflImageInferenceOperator(wait_for_completion=False)``: feed its XCom (the
+    taskUUIDs, or ``{taskUUID: numberResults}``) to ``task_uuids``. Returns the same XCom as the
+    operator: one small dict per image (taskUUID, imageUUID, imageURL, seed, cost, NSFWContent),
+    never image bytes.
+
+    A generation that fails or is moderated fails the sensor with the matching
+    :class:`~airflow_provider_bfl.exceptions.BflError` (naming the taskUUID and the API's code) as
+    soon as the other generations of the batch have finished, instead of waiting out ``timeout``;
+    the images that did arrive go to the XCom ``partial_results``. With ``soft_fail`` (or
+    ``never_fail``) the task is skipped instead. Polling errors that outlive the hook's retries
+    fail the poke; Airflow's task retries are safe, as the sensor never submits anything.
+
+    :param task_uuids: The tasks to wait for (templated): a taskUUID, a list of them, a mapping
+        ``{taskUUID: numberResults}``, or a JSON string (or the Python repr a non-native Jinja
+        render makes) of one of those. Use the mapping when
+        tasks make more than one image, so the sensor waits for all of them.
+    :param bfl_conn_id: The ``bfl`` connection.
+    :param deferrable: Wait in the triggerer instead of holding a worker slot.
+    :param poll_interval: Seconds between polls in deferrable mode (first interval of the capped
+        backoff); None keeps the connection's setting. Poke and reschedule modes use
+        ``poke_interval``.
+    """
+
+    template_fields: Sequence[str] = ("task_uuids", "bfl_conn_id")
+    ui_color = "#d9e8f5"
+
+    def __init__(
+        self,
+        *,
+        task_uuids: Any,
+        bfl_conn_id: str = defaults.DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.task_uuids = task_uuids
+        self.bfl_conn_id = bfl_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self._hook: BflHook | None = None
+        #: Poke mode only: statuses kept between pokes, so finished tasks are not asked about again.
+        self._statuses: dict[str, TaskStatus] | None = None
+
+    @property
+    def hook(self) -> BflHook:
+        if self._hook is None:
+            from airflow_provider_bfl.hooks.bfl import BflHook
+
+            self._hook = BflHook(self.bfl_conn_id)
+        return self._hook
+
+    def execute(self, context: Context) -> Any:
+        if self.deferrable:
+            self._defer()
+        try:
+            return super().execute(context)
+        finally:
+            if self._hook is not None:
+                self._hook.close()
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        """One getResponse round for the tasks not finished yet."""
+        statuses = self._statuses_to_poll(normalize_task_uuids(self.task_uuids))
+        pending = {task_uuid: status for task_uuid, status in statuses.items() if not status.done}
+        try:
+            self.hook.get_status(pending)
+        except BflError as error:
+            self._fail(error, context, events.results_of(statuses))
+        if not self.reschedule:
+            self._statuses = statuses
+        event = events.from_statuses(statuses)
+        if event["pending"]:
+            self.log.info(
+                "%d of %d generation(s) still running (%d image(s) received, %d failed): %s",
+                len(event["pending"]),
+                len(statuses),
+                len(event["results"]),
+                len(event["failures"]),
+                ", ".join(event["pending"]),
+            )
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._results(context, event))
+
+    def _statuses_to_poll(self, expected: dict[str, int]) -> dict[str, TaskStatus]:
+        """Poke mode resumes from the last poke; reschedule mode (a fresh instance) starts over."""
+        kept = self._statuses
+        if kept is not None and not self.reschedule and kept.keys() == expected.keys():
+            return kept
+        return {task_uuid: TaskStatus(task_uuid, expected_images=n) for task_uuid, n in expected.items()}
+
+    def _defer(self) -> NoReturn:
+        from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
+
+        trigger = BflImageInferenceTrigger(
+            task_uuids=normalize_task_uuids(self.task_uuids),
+            bfl_conn_id=self.bfl_conn_id,
+            deadline=time.time() + self.timeout,
+            poll_interval=self.poll_interval,
+        )
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
+        )
+
+    def execute_complete(self, context: Context, event: Any = None) -> list[dict[str, Any]]:
+        """Resume from the trigger: the images on success, the error the event stands for otherwise."""
+        try:
+            checked = events.validate(event)
+        except BflError as error:
+            self._fail(error, context)
+        return self._results(context, checked)
+
+    def _results(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = list(event["results"])
+        if event["status"] != events.SUCCESS:
+            self._fail(events.error_for(event), context, results)
+        self.log.info("%s", event["message"])
+        return results
+
+    def _fail(self, error: BflError, context: Context, results: Sequence[dict[str, Any]] = ()) -> NoReturn:
+        """
+        Raise ``error``, or skip the task when ``soft_fail``/``never_fail`` asks for it.
+
+        Images that did arrive are paid for: they go to the XCom ``partial_results`` (as the
+        operator does) so nobody generates them again. Airflow's sensor machinery skips only on
+        its own timeout and fail exceptions, so an API error would otherwise end FAILED despite
+        ``soft_fail``.
+        """
+        ti = context.get("ti")
+        if results and ti is not None:
+            ti.xcom_push(key=PARTIAL_RESULTS_XCOM_KEY, value=list(results))
+            self.log.warning(
+                "Kept %d image(s) that did arrive (already billed) in XCom %r",
+                len(results),
+                PARTIAL_RESULTS_XCOM_KEY,
+            )
+        if self.soft_fail or self.never_fail:
+            flag = "soft_fail" if self.soft_fail else "never_fail"
+            raise _skip_exception()(f"Skipping ({flag} is set): {error}") from error
+        raise error

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the provider: an offline Runware API emulator and its pytest fixture."""

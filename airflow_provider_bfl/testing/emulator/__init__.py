@@ -1,0 +1,30 @@
+"""An offline Runware task API for ``bfl:2@1`` (FLUX.1.1 [pro]), served over real HTTP on loopback.
+
+    from airflow_provider_bfl.testing.emulator import RunwareEmulator
+
+    with RunwareEmulator(api_key="test-key", latency=0.0) as emu:
+        hook_base_url = emu.base_url  # POST task arrays here with "Authorization: Bearer test-key"
+        emu.inject("status", status=503, retry_after=1)
+        emu.script_task(task_uuid, outcome="moderated")
+
+Run it standalone with ``python -m airflow_provider_bfl.testing.emulator --port 8765``.
+Pillow (the ``emulator`` extra) is needed only once an image is rendered.
+"""
+
+from airflow_provider_bfl.testing.emulator.config import MODEL_ID, EmulatorConfig
+from airflow_provider_bfl.testing.emulator.counters import Counters, CountersSnapshot, TaskCounters
+from airflow_provider_bfl.testing.emulator.emulator import RunwareEmulator
+from airflow_provider_bfl.testing.emulator.faults import FAULT_KINDS, Fault, FaultKind, ScriptedOutcome
+
+__all__ = [
+    "FAULT_KINDS",
+    "MODEL_ID",
+    "Counters",
+    "CountersSnapshot",
+    "EmulatorConfig",
+    "Fault",
+    "FaultKind",
+    "RunwareEmulator",
+    "ScriptedOutcome",
+    "TaskCounters",
+]

@@ -1,0 +1,185 @@
+"""
+:class:`BflImageInferenceTrigger`: waits in the triggerer for FLUX generations submitted elsewhere.
+
+The trigger only *polls* (getResponse); it never submits, so a triggerer restart, a redistribution
+to another triggerer or a retry can never pay for a generation twice. Its kwargs are stored in the
+metadata DB and printed by ``repr``: they hold taskUUIDs, the connection id, poll settings and a
+wall-clock deadline, never the API key, headers, prompts or image data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_bfl import defaults, events
+from airflow_provider_bfl.exceptions import BflError
+from airflow_provider_bfl.models.results import TaskStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_bfl.hooks.bfl import BflHook
+
+
+def expected_counts(task_uuids: Mapping[str, Any] | Iterable[str]) -> dict[str, int]:
+    """``{taskUUID: images expected}`` from such a mapping or from bare UUIDs (one image each)."""
+    if isinstance(task_uuids, str):
+        raise TypeError(f"task_uuids must be a mapping or a list of taskUUIDs, not a string: {task_uuids!r}")
+    pairs = task_uuids.items() if isinstance(task_uuids, Mapping) else ((uuid, 1) for uuid in task_uuids)
+    counts: dict[str, int] = {}
+    for uuid, count in pairs:
+        if not isinstance(uuid, str) or not uuid.strip():
+            raise ValueError(f"task_uuids holds {uuid!r}, which is not a taskUUID string")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"task_uuids[{uuid!r}] must be the number of images the task makes "
+                f"(numberResults, an integer >= 1), got {count!r}"
+            )
+        counts[uuid] = count
+    if not counts:
+        raise ValueError("task_uuids is empty: there is nothing to wait for")
+    return counts
+
+
+class BflImageInferenceTrigger(BaseTrigger):
+    """
+    Poll Runware for already-submitted ``imageInference`` tasks and fire exactly one event.
+
+    The event follows :mod:`airflow_provider_bfl.events`: ``success`` with every image,
+    ``error`` naming the failed taskUUIDs and the API's codes (or the polling failure itself), or
+    ``timeout`` once ``deadline`` passes. Every variant carries the images received so far.
+
+    :param task_uuids: ``{taskUUID: numberResults}`` of the tasks to wait for (a list of UUIDs
+        means one image each). A task counts as done only once all its images arrived.
+    :param bfl_conn_id: The ``bfl`` connection (API key and base URL live there, not here).
+    :param deadline: Wall-clock ``time.time()`` at which to give up, or None to wait for ever.
+        Wall-clock so it survives a triggerer restart in another process.
+    :param poll_interval: First seconds between polls; None keeps the connection's setting.
+    :param poll_max_interval: Cap of the backed-off poll interval; None keeps the connection's.
+    :param max_poll_failures: Consecutive failed polls (each already retried by the hook)
+        tolerated before the trigger reports an error; None keeps the default.
+    """
+
+    def __init__(
+        self,
+        task_uuids: Mapping[str, int] | Iterable[str],
+        bfl_conn_id: str = defaults.DEFAULT_CONN_ID,
+        deadline: float | None = None,
+        poll_interval: float | None = None,
+        poll_max_interval: float | None = None,
+        max_poll_failures: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.task_uuids = expected_counts(task_uuids)
+        self.bfl_conn_id = bfl_conn_id
+        self.deadline = None if deadline is None else float(deadline)
+        self.poll_interval = poll_interval
+        self.poll_max_interval = poll_max_interval
+        self.max_poll_failures = max_poll_failures
+        #: Where each task stands; the hook updates these in place, so they outlive a failed poll
+        #: and tell ``on_kill`` which tasks were still running.
+        self.statuses: dict[str, TaskStatus] = {}
+        self._hook: BflHook | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "task_uuids": dict(self.task_uuids),
+                "bfl_conn_id": self.bfl_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "poll_max_interval": self.poll_max_interval,
+                "max_poll_failures": self.max_poll_failures,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until every task is terminal, the deadline passes or polling fails; one event."""
+        self.statuses = {uuid: TaskStatus(uuid, expected_images=n) for uuid, n in self.task_uuids.items()}
+        self.log.info(
+            "Waiting for %d Runware generation(s) on connection %r: %s",
+            len(self.statuses),
+            self.bfl_conn_id,
+            ", ".join(self.statuses),
+        )
+        try:
+            event = await self._wait()
+        finally:
+            await self._close_hook()
+        self.log.info("Runware wait ended with status %s: %s", event["status"], event["message"])
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
+        try:
+            hook = await self._open_hook()
+            await hook.apoll_until_done(self.statuses, deadline=self.deadline)
+            if any(not status.done for status in self.statuses.values()):
+                await self._last_look(hook)
+        except BflError as error:
+            self.log.error("Polling Runware failed: %s", error)
+            return events.from_error(error, list(self.statuses), self.statuses)
+        return events.from_statuses(self.statuses)
+
+    async def _last_look(self, hook: BflHook) -> None:
+        """
+        One more poll once the deadline has passed.
+
+        A trigger resumed after its deadline (the triggerer was down) has not polled at all, and
+        images that finished since the last poll are paid for: report them rather than a timeout.
+        """
+        pending = {uuid: status for uuid, status in self.statuses.items() if not status.done}
+        try:
+            await hook.aget_status(pending)
+        except BflError as error:
+            self.log.warning("The last poll after the deadline failed: %s", error)
+
+    async def _open_hook(self) -> BflHook:
+        from airflow_provider_bfl.hooks.bfl import BflHook
+
+        overrides = {
+            "poll_interval": self.poll_interval,
+            "poll_max_interval": self.poll_max_interval,
+            "max_poll_failures": self.max_poll_failures,
+        }
+        hook = self._hook = BflHook(
+            self.bfl_conn_id, **{key: value for key, value in overrides.items() if value is not None}
+        )
+        settings = await hook.asettings()
+        if self.max_poll_failures is not None and settings.poll.max_failures != self.max_poll_failures:
+            # The connection settings do not read this override (yet): apply it to the resolved copy.
+            poll = dataclasses.replace(settings.poll, max_failures=self.max_poll_failures)
+            hook._settings = dataclasses.replace(settings, poll=poll)
+        return hook
+
+    async def _close_hook(self) -> None:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            await hook.aclose()
+
+    async def cleanup(self) -> None:
+        """Release the HTTP client if ``run`` was cancelled before its own ``finally`` ran."""
+        await self._close_hook()
+
+    async def on_kill(self) -> None:
+        """
+        Say which generations a user abandoned (Airflow 3.3+: mark failed / clear while deferred).
+
+        Runware has no cancel endpoint, so nothing is called: the generations keep running and
+        the ones already started are billed. Older Airflow versions never call this method.
+        """
+        pending = [
+            uuid for uuid in self.task_uuids if uuid not in self.statuses or not self.statuses[uuid].done
+        ]
+        finished = [uuid for uuid in self.task_uuids if uuid not in pending]
+        self.log.warning(
+            "Deferred task killed by a user: stopped waiting for %d Runware generation(s): %s. "
+            "Runware has no cancel endpoint, so they keep running and every generation already "
+            "started is billed; their results stay retrievable with getResponse until they expire. "
+            "Already finished: %s",
+            len(pending),
+            ", ".join(pending) or "none",
+            ", ".join(finished) or "none",
+        )

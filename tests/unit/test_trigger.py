@@ -1,0 +1,324 @@
+"""BflImageInferenceTrigger against the emulator over real HTTP, driven the way the triggerer drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from airflow_provider_bfl import events
+from airflow_provider_bfl.exceptions import BflContentModeratedError, BflTaskFailedError, BflWaitTimeoutError
+from airflow_provider_bfl.hooks.bfl import BflHook
+from airflow_provider_bfl.testing.emulator import RunwareEmulator
+from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
+
+PROMPT = "a red bicycle"
+KWARGS = {"task_uuids", "bfl_conn_id", "deadline", "poll_interval", "poll_max_interval", "max_poll_failures"}
+
+
+def submit(*prompts: str, number_results: int = 1) -> dict[str, int]:
+    """Submit async tasks the way an upstream operator would; ``{taskUUID: numberResults}``."""
+    hook = BflHook()
+    try:
+        outcome = hook.submit(
+            {
+                "positivePrompt": prompt,
+                "width": 512,
+                "height": 512,
+                "deliveryMethod": "async",
+                "numberResults": number_results,
+            }
+            for prompt in prompts
+        )
+    finally:
+        hook.close()
+    assert not outcome.rejected
+    return outcome.pending
+
+
+async def fire(trigger: BflImageInferenceTrigger) -> dict[str, Any]:
+    """The single event's payload, and proof that the generator ends right after it."""
+    run = trigger.run()
+    event = await run.__anext__()
+    with pytest.raises(StopAsyncIteration):
+        await run.__anext__()
+    payload: dict[str, Any] = event.payload
+    return events.validate(payload)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    stop = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < stop, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+def test_serialize_round_trip_holds_ids_and_settings_only(emulator: RunwareEmulator) -> None:
+    """Kwargs land in the metadata DB and in repr: ids and settings, never the key or a prompt."""
+    trigger = BflImageInferenceTrigger(
+        task_uuids={"6bb2a3c4-0000-4000-8000-000000000001": 3},
+        bfl_conn_id="bfl_nightly",
+        deadline=1_900_000_000.5,
+        poll_interval=2.0,
+        poll_max_interval=20.0,
+        max_poll_failures=7,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert set(kwargs) == KWARGS
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["task_uuids"] == {"6bb2a3c4-0000-4000-8000-000000000001": 3}
+    for text in (repr(trigger), json.dumps(kwargs)):
+        assert emulator.api_key not in text
+        assert PROMPT not in text
+        assert "Authorization" not in text
+
+
+def test_bare_uuid_list_means_one_image_each_and_bad_counts_are_refused() -> None:
+    """A list of UUIDs is accepted (one image each); a count that cannot be numberResults is not."""
+    trigger = BflImageInferenceTrigger(["a", "b"])
+    assert trigger.serialize()[1]["task_uuids"] == {"a": 1, "b": 1}
+    with pytest.raises(ValueError, match="numberResults"):
+        BflImageInferenceTrigger({"a": 0})
+    with pytest.raises(ValueError, match="empty"):
+        BflImageInferenceTrigger({})
+
+
+@pytest.mark.parametrize("number_results", [1, 3])
+async def test_success_reports_every_image(bfl_conn: RunwareEmulator, number_results: int) -> None:
+    bfl_conn.latency = 0.05
+    expected = submit(PROMPT, PROMPT, number_results=number_results)
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    assert payload["status"] == events.SUCCESS
+    assert payload["task_uuids"] == list(expected)
+    assert len(payload["results"]) == 2 * number_results
+    assert len({r["imageUUID"] for r in payload["results"]}) == 2 * number_results
+    assert {r["taskUUID"] for r in payload["results"]} == set(expected)
+    assert all(r["imageURL"].startswith(bfl_conn.origin) for r in payload["results"])
+    assert not any("imageBase64Data" in r or "imageDataURI" in r for r in payload["results"])
+    assert bfl_conn.snapshot().requests_by_task_type.get("imageInference") == 2  # the submission only
+
+
+async def test_partial_images_are_kept_until_the_last_one_arrives(bfl_conn: RunwareEmulator) -> None:
+    """With numberResults=3 images arrive one by one; the early ones survive the later polls."""
+    bfl_conn.latency = 0.3
+    expected = submit(PROMPT, number_results=3)
+    (task_uuid,) = expected
+    trigger = BflImageInferenceTrigger(expected, deadline=time.time() + 10)
+    task = asyncio.ensure_future(fire(trigger))
+    seen: set[int] = set()
+    while not task.done():
+        status = trigger.statuses.get(task_uuid)
+        if status is not None and not status.done:
+            seen.add(len(status.results))
+        await asyncio.sleep(0.005)
+    payload = task.result()
+    assert seen & {1, 2}, f"never saw a partial task, only {seen}"
+    assert payload["status"] == events.SUCCESS
+    assert len({r["imageUUID"] for r in payload["results"]}) == 3
+
+
+@pytest.mark.parametrize("shape", ["item", "envelope"])
+@pytest.mark.parametrize(
+    ("marker", "family", "code"),
+    [
+        ("fail-marker", BflTaskFailedError, "processingFailed"),
+        ("moderation-marker", BflContentModeratedError, "contentPolicyViolation"),
+    ],
+)
+async def test_failed_generation_gives_an_error_event_naming_uuid_and_code(
+    bfl_conn: RunwareEmulator, shape: str, marker: str, family: type[Exception], code: str
+) -> None:
+    """Both shapes of an async failure; the healthy task's image is still reported (it is paid for)."""
+    bfl_conn.latency = 0.05
+    bfl_conn.async_error_shape = shape  # type: ignore[assignment]
+    expected = submit(f"{PROMPT} {marker}", PROMPT)
+    bad, good = expected
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    assert payload["status"] == events.ERROR
+    assert [(f["taskUUID"], f["code"]) for f in payload["failures"]] == [(bad, code)]
+    assert bad in payload["message"] and code in payload["message"]
+    assert [r["taskUUID"] for r in payload["results"]] == [good]
+    error = events.error_for(payload)
+    assert type(error) is family
+    assert error.task_uuid == bad and error.code == code
+
+
+async def test_scripted_failure_of_one_uuid(bfl_conn: RunwareEmulator) -> None:
+    """A failure scripted on the taskUUID itself (not the prompt) reaches the event with its code."""
+    bfl_conn.latency = 0.3
+    expected = submit(PROMPT)
+    (task_uuid,) = expected
+    bfl_conn.script_task(task_uuid, outcome="error", code="inferenceError", message="GPU fell over")
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    assert payload["failures"] == [
+        {
+            "taskUUID": task_uuid,
+            "code": "inferenceError",
+            "message": "GPU fell over",
+            "error": "BflTaskFailedError",
+        }
+    ]
+
+
+async def test_timeout_event_keeps_the_images_received_so_far(bfl_conn: RunwareEmulator) -> None:
+    """Image 1 of 2 is ready at 0.6 s, image 2 at 1.2 s; the deadline falls in between."""
+    bfl_conn.latency = 1.2
+    expected = submit(PROMPT, number_results=2)
+    (task_uuid,) = expected
+    started = time.monotonic()
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 0.85))
+    assert time.monotonic() - started < 1.15
+    assert payload["status"] == events.TIMEOUT
+    assert payload["pending"] == [task_uuid]
+    assert [r["taskUUID"] for r in payload["results"]] == [task_uuid]
+    error = events.error_for(payload)
+    assert isinstance(error, BflWaitTimeoutError) and error.task_uuid == task_uuid
+
+
+async def test_deadline_already_past_still_looks_once(bfl_conn: RunwareEmulator) -> None:
+    """A trigger resumed after its deadline reports finished (paid-for) images, not a bare timeout."""
+    expected = submit(PROMPT)
+    await asyncio.sleep(0.05)
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() - 60))
+    assert payload["status"] == events.SUCCESS
+    assert len(payload["results"]) == 1
+
+
+async def test_transient_poll_failures_are_tolerated(bfl_conn: RunwareEmulator) -> None:
+    bfl_conn.latency = 0.1
+    expected = submit(PROMPT)
+    bfl_conn.inject("status", count=2, status=503, retry_after=0, only_task_type="getResponse")
+    bfl_conn.inject("drop", count=1, only_task_type="getResponse")
+    bfl_conn.inject("html", count=1, only_task_type="getResponse")
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    assert payload["status"] == events.SUCCESS
+    snapshot = bfl_conn.snapshot()
+    assert snapshot.faults_triggered == {"status": 2, "drop": 1, "html": 1}
+    assert snapshot.tasks_accepted == 1
+    assert snapshot.requests_by_task_type["imageInference"] == 1
+
+
+async def test_poll_overrides_replace_the_connection_schedule(bfl_conn: RunwareEmulator) -> None:
+    """poll_interval/poll_max_interval kwargs win over the connection's fast extras (0.02-0.1 s)."""
+    bfl_conn.latency = 0.5
+    expected = submit(PROMPT)
+    trigger = BflImageInferenceTrigger(
+        expected, deadline=time.time() + 10, poll_interval=0.3, poll_max_interval=0.3
+    )
+    payload = await fire(trigger)
+    assert payload["status"] == events.SUCCESS
+    assert bfl_conn.snapshot().requests_by_task_type["getResponse"] <= 3  # at ~0, 0.3 and 0.6 s
+
+
+async def test_exhausted_poll_budget_gives_an_error_event(bfl_conn: RunwareEmulator) -> None:
+    """max_poll_failures=1: two failed polls of five attempts each (max_retries=4), then give up."""
+    expected = submit(PROMPT)
+    (task_uuid,) = expected
+    bfl_conn.inject("status", count=100, status=503, only_task_type="getResponse")
+    trigger = BflImageInferenceTrigger(expected, deadline=time.time() + 30, max_poll_failures=1)
+    payload = await fire(trigger)
+    assert payload["status"] == events.ERROR
+    assert payload["failures"][0]["error"] == "BflServerError"
+    assert payload["pending"] == [task_uuid]
+    assert "503" in payload["message"]
+    assert bfl_conn.snapshot().requests_by_task_type["getResponse"] == 10
+
+
+async def test_unusable_connection_gives_an_error_event(
+    bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rejected key is not retried: the event says why, and the key is not in it."""
+    expected = submit(PROMPT)
+    conn = json.loads(os.environ["AIRFLOW_CONN_BFL_DEFAULT"])
+    monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", json.dumps({**conn, "password": "wrong-key-0000"}))
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    assert payload["status"] == events.ERROR
+    assert payload["failures"][0]["code"] == "invalidApiKey"
+    assert payload["failures"][0]["error"] == "BflAuthenticationError"
+    assert "wrong-key-0000" not in json.dumps(payload)
+    assert bfl_conn.snapshot().requests_by_task_type["getResponse"] == 1
+
+
+async def test_restarted_trigger_resumes_polling_without_submitting(bfl_conn: RunwareEmulator) -> None:
+    """Cancel mid-poll (triggerer restart), rebuild from serialize(): same UUIDs, nothing resubmitted."""
+    bfl_conn.latency = 0.4
+    expected = submit(PROMPT, number_results=2)
+    (task_uuid,) = expected
+    first = BflImageInferenceTrigger(expected, deadline=time.time() + 10)
+    task = asyncio.ensure_future(fire(first))
+    await until(lambda: bfl_conn.snapshot().requests_by_task_type.get("getResponse", 0) >= 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first._hook is None  # the HTTP client was closed on cancellation
+    accepted_before = bfl_conn.snapshot().tasks_accepted
+
+    classpath, kwargs = first.serialize()
+    module, _, name = classpath.rpartition(".")
+    second = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    payload = await fire(second)
+
+    assert payload["status"] == events.SUCCESS
+    assert len(payload["results"]) == 2
+    snapshot = bfl_conn.snapshot()
+    assert snapshot.tasks_accepted == accepted_before == 1
+    assert snapshot.task(task_uuid).submissions == 1
+    assert snapshot.requests_by_task_type["imageInference"] == 1
+
+
+async def test_polling_never_blocks_the_event_loop(bfl_conn: RunwareEmulator) -> None:
+    """Slow answers (stalled getResponse) must not stall a neighbour coroutine ticking every 10 ms."""
+    bfl_conn.latency = 0.3
+    expected = submit(PROMPT)
+    bfl_conn.inject("stall", count=2, seconds=0.25, process="before", only_task_type="getResponse")
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - before - 0.01)
+
+    ticking = asyncio.ensure_future(ticker())
+    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
+    stop.set()
+    await ticking
+    assert payload["status"] == events.SUCCESS
+    assert bfl_conn.snapshot().faults_triggered == {"stall": 2}
+    assert len(lags) > 30
+    assert max(lags) < 0.1, f"event loop stalled for {max(lags):.3f}s"
+
+
+async def test_on_kill_logs_the_abandoned_generations(bfl_conn: RunwareEmulator) -> None:
+    """Airflow 3.3 calls on_kill after cancelling run(): it names what was abandoned and calls nothing."""
+    bfl_conn.latency = 30
+    (running,) = submit(PROMPT)
+    bfl_conn.latency = 0
+    (done,) = submit(PROMPT)
+    expected = {running: 1, done: 1}
+    trigger = BflImageInferenceTrigger(expected, deadline=time.time() + 60)
+    task = asyncio.ensure_future(fire(trigger))
+    await until(lambda: done in trigger.statuses and trigger.statuses[done].done)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    requests_before = bfl_conn.snapshot().requests
+    with capture_logs() as logs:
+        await trigger.on_kill()
+    assert bfl_conn.snapshot().requests == requests_before  # no cancel call exists: nothing is sent
+    (record,) = [log for log in logs if log["log_level"] == "warning"]
+    message = record["event"]
+    abandoned, _, finished = message.partition("Already finished")
+    assert running in abandoned and done not in abandoned
+    assert done in finished
+    assert "billed" in message and "no cancel endpoint" in message
