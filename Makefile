@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_provider_bfl tests example_dags benchmarks
-	$(BIN)/ruff format --check airflow_provider_bfl tests example_dags benchmarks
+	$(BIN)/ruff check airflow_provider_bfl tests example_dags demo
+	$(BIN)/ruff format --check airflow_provider_bfl tests example_dags demo
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -24,5 +24,8 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q
 
+demo: $(STAMP)
+	$(BIN)/python demo/run_demo.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -223,8 +223,6 @@ def wait(
         pending = {uuid: status for uuid, status in statuses.items() if not status.done}
         if not pending:
             return statuses
-        if deadline is not None and time.time() >= deadline:
-            return statuses
         try:
             mentioned = yield from get_status(pending, policy, chunk_size)
         except BflError as error:
@@ -250,7 +248,11 @@ def wait(
                         code="taskNotFound",
                         task_uuid=uuid,
                     )
-        if all(status.done for status in statuses.values()):
+        # Checked after polling, so the last poll happens at the deadline (also for a trigger
+        # resumed after its deadline passed: images finished meanwhile are paid for, report them).
+        if all(status.done for status in statuses.values()) or (
+            deadline is not None and time.time() >= deadline
+        ):
             return statuses
         sleep_for = interval if deadline is None else max(0.0, min(interval, deadline - time.time()))
         yield Sleep(sleep_for)

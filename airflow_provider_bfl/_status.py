@@ -45,6 +45,7 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
     ``numberResults`` > 1 are kept as they arrive.
     """
     mentioned: set[str] = set()
+    still_processing: set[str] = set()
     for item in envelope.data:
         task_uuid = item.get("taskUUID")
         if not isinstance(task_uuid, str) or task_uuid not in statuses:
@@ -58,6 +59,7 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
             continue
         word = str(item.get("status") or ("success" if _IMAGE_FIELDS & item.keys() else "processing")).lower()
         if word in _PROCESSING_WORDS:
+            still_processing.add(task_uuid)
             progress = item.get("progress")
             status.progress = progress if isinstance(progress, int) else status.progress
         elif word == "error":
@@ -72,6 +74,16 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
         if error.task_uuid is not None and error.task_uuid in statuses:
             mentioned.add(error.task_uuid)
             _fail(statuses[error.task_uuid], error, envelope.status_code)
+    for task_uuid in mentioned - still_processing:
+        status = statuses[task_uuid]
+        # Done when every expected image is here and the API no longer says "processing" (an
+        # expected count that is too low must not end the wait early).
+        if (
+            status.state is TaskState.PROCESSING
+            and status.results
+            and len(status.results) >= status.expected_images
+        ):
+            status.state, status.progress = TaskState.SUCCESS, 100
     return mentioned
 
 
@@ -79,9 +91,6 @@ def _add_result(status: TaskStatus, result: ImageResult) -> None:
     known = {existing.image_uuid for existing in status.results}
     if result.image_uuid is None or result.image_uuid not in known:
         status.results.append(result)
-    if len(status.results) >= status.expected_images:
-        status.state = TaskState.SUCCESS
-        status.progress = 100
 
 
 def _fail(status: TaskStatus, error: ApiError, status_code: int) -> None:

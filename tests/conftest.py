@@ -19,7 +19,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.pop("AIRFLOW_CONN_BFL_DEFAULT", None)
 
-from airflow_provider_bfl.testing.emulator import RunwareEmulator
+from airflow_provider_bfl.testing.emulator import RunwareEmulator  # noqa: E402  (after the env set-up)
 
 API_KEY = "test-key-5f1c9a7e-do-not-log"
 

@@ -101,6 +101,7 @@ def settings_from_connection(conn: Connection, overrides: Mapping[str, Any]) -> 
         poll=PollSettings(
             interval=_number(extra, "poll_interval", defaults.POLL_INTERVAL),
             max_interval=_number(extra, "poll_max_interval", defaults.POLL_MAX_INTERVAL),
+            max_failures=int(_number(extra, "max_poll_failures", defaults.MAX_POLL_FAILURES)),
         ),
         max_tasks_per_request=int(_number(extra, "max_tasks_per_request", defaults.MAX_TASKS_PER_REQUEST)),
     )
@@ -117,8 +118,8 @@ class BflHook(BaseHook):
     :param bfl_conn_id: Airflow connection of type ``bfl``: password = API key, host = base URL
         (default ``https://api.runware.ai/v1``). Extras ``timeout``, ``max_retries``,
         ``retry_max_elapsed``, ``retry_backoff_base``, ``retry_backoff_max``, ``poll_interval``,
-        ``poll_max_interval``, ``max_tasks_per_request`` tune the client; keyword arguments of the
-        same names override them.
+        ``poll_max_interval``, ``max_poll_failures``, ``max_tasks_per_request`` tune the client;
+        keyword arguments of the same names override them.
 
     Billing safety: a retried submission always reuses its taskUUIDs. When the API answers
     ``conflictTaskUUID`` the generation already exists, and the hook re-attaches to it through

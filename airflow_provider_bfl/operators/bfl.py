@@ -297,6 +297,8 @@ class BflImageInferenceOperator(BaseOperator):
         self._requests_by_uuid = {request.task_uuid: request for request in requests}
         task_uuids = {r.task_uuid: r.number_results for r in requests if r.task_uuid not in outcome.rejected}
         context["ti"].xcom_push(key="task_uuids", value=task_uuids)
+        # Airflow resolves extra links whenever the task stops (also to defer): give it a value.
+        context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value="")
         if outcome.reattached:
             self.log.info("Re-attached to %d generation(s) already submitted", len(outcome.reattached))
         if outcome.rejected:

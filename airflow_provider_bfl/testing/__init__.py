@@ -1,1 +1,1 @@
-"""Test helpers shipped with the provider: an offline Runware API emulator and its pytest fixture."""
+"""Test helpers shipped with the provider, for offline tests of clients and DAGs (no Runware account needed)."""

@@ -9,7 +9,6 @@ wall-clock deadline, never the API key, headers, prompts or image data.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -116,25 +115,10 @@ class BflImageInferenceTrigger(BaseTrigger):
         try:
             hook = await self._open_hook()
             await hook.apoll_until_done(self.statuses, deadline=self.deadline)
-            if any(not status.done for status in self.statuses.values()):
-                await self._last_look(hook)
         except BflError as error:
             self.log.error("Polling Runware failed: %s", error)
             return events.from_error(error, list(self.statuses), self.statuses)
         return events.from_statuses(self.statuses)
-
-    async def _last_look(self, hook: BflHook) -> None:
-        """
-        One more poll once the deadline has passed.
-
-        A trigger resumed after its deadline (the triggerer was down) has not polled at all, and
-        images that finished since the last poll are paid for: report them rather than a timeout.
-        """
-        pending = {uuid: status for uuid, status in self.statuses.items() if not status.done}
-        try:
-            await hook.aget_status(pending)
-        except BflError as error:
-            self.log.warning("The last poll after the deadline failed: %s", error)
 
     async def _open_hook(self) -> BflHook:
         from airflow_provider_bfl.hooks.bfl import BflHook
@@ -144,15 +128,10 @@ class BflImageInferenceTrigger(BaseTrigger):
             "poll_max_interval": self.poll_max_interval,
             "max_poll_failures": self.max_poll_failures,
         }
-        hook = self._hook = BflHook(
+        self._hook = BflHook(
             self.bfl_conn_id, **{key: value for key, value in overrides.items() if value is not None}
         )
-        settings = await hook.asettings()
-        if self.max_poll_failures is not None and settings.poll.max_failures != self.max_poll_failures:
-            # The connection settings do not read this override (yet): apply it to the resolved copy.
-            poll = dataclasses.replace(settings.poll, max_failures=self.max_poll_failures)
-            hook._settings = dataclasses.replace(settings, poll=poll)
-        return hook
+        return self._hook
 
     async def _close_hook(self) -> None:
         hook, self._hook = self._hook, None

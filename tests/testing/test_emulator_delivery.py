@@ -90,7 +90,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_webhook_receives_one_post_per_image(api: Any, make_task: Any, receiver: Receiver) -> None:
-    task = make_task(numberResults=2, seed=11, includeCost=True, webhookURL=f"{receiver.url}/hook?token=s3cret")
+    task = make_task(
+        numberResults=2, seed=11, includeCost=True, webhookURL=f"{receiver.url}/hook?token=s3cret"
+    )
     data = api.post([task]).json()["data"]
     received = receiver.wait_for(2)
     assert all(r.method == "POST" and r.path == "/hook?token=s3cret" for r in received)
@@ -143,7 +145,9 @@ def test_failed_task_webhook_carries_the_error(api: Any, make_task: Any, receive
 def test_upload_endpoint_receives_raw_image_bytes(
     api: Any, make_task: Any, receiver: Receiver, output_format: str, mime: str
 ) -> None:
-    task = make_task(outputFormat=output_format, width=288, height=320, uploadEndpoint=f"{receiver.url}/bucket/a.img")
+    task = make_task(
+        outputFormat=output_format, width=288, height=320, uploadEndpoint=f"{receiver.url}/bucket/a.img"
+    )
     api.post([task])
     (received,) = receiver.wait_for(1)
     assert received.method == "PUT" and received.path == "/bucket/a.img"

@@ -14,8 +14,13 @@ from airflow_provider_bfl.testing.emulator import Fault
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(429, "rateLimitExceeded"), (500, "internalServerError"), (502, "serviceUnavailable"),
-     (503, "serviceUnavailable"), (504, "requestTimeout")],
+    [
+        (429, "rateLimitExceeded"),
+        (500, "internalServerError"),
+        (502, "serviceUnavailable"),
+        (503, "serviceUnavailable"),
+        (504, "requestTimeout"),
+    ],
 )
 def test_status_fault_has_a_runware_error_body(api: Any, make_task: Any, status: int, code: str) -> None:
     api.emu.inject("status", status=status)
@@ -29,7 +34,9 @@ def test_status_fault_has_a_runware_error_body(api: Any, make_task: Any, status:
 
 
 def test_status_fault_sends_retry_after_and_counts(api: Any) -> None:
-    api.emu.inject("status", count=2, status=429, retry_after=3, code="inferenceRateLimitExceeded", message="slow down")
+    api.emu.inject(
+        "status", count=2, status=429, retry_after=3, code="inferenceRateLimitExceeded", message="slow down"
+    )
     responses = [api.post([{"taskType": "ping"}]) for _ in range(3)]
     assert [r.status_code for r in responses] == [429, 429, 200]
     assert responses[0].headers["retry-after"] == "3"
@@ -185,10 +192,18 @@ def test_control_rejects_bad_input(api: Any) -> None:
 
 
 def test_control_counters_config_reset_and_script(api: Any, make_task: Any) -> None:
-    assert api.control("POST", "config", {"latency": 0.2, "processing_status_word": "pending"}).status_code == 200
+    assert (
+        api.control("POST", "config", {"latency": 0.2, "processing_status_word": "pending"}).status_code
+        == 200
+    )
     assert api.emu.latency == 0.2 and api.emu.processing_status_word == "pending"
     task = make_task(deliveryMethod="async")
-    assert api.control("POST", "script", {"task_uuid": task["taskUUID"], "fail": ["taskFailed", "nope"]}).status_code == 200
+    assert (
+        api.control(
+            "POST", "script", {"task_uuid": task["taskUUID"], "fail": ["taskFailed", "nope"]}
+        ).status_code
+        == 200
+    )
     api.post([task])
     counters = api.control("GET", "counters").json()
     assert counters["requests"] == 1

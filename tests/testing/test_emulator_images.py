@@ -38,7 +38,9 @@ def generate(api: Any, make_task: Any, **overrides: Any) -> list[dict[str, Any]]
 
 
 @pytest.mark.parametrize("output_format", ["JPG", "PNG", "WEBP"])
-def test_url_images_are_real_files_of_the_requested_size(api: Any, make_task: Any, output_format: str) -> None:
+def test_url_images_are_real_files_of_the_requested_size(
+    api: Any, make_task: Any, output_format: str
+) -> None:
     (item,) = generate(api, make_task, width=320, height=256, outputFormat=output_format, seed=3)
     pil_format, mime = FORMATS[output_format]
     assert item["imageURL"].endswith("." + output_format.lower())

@@ -28,7 +28,7 @@ PING = [{"taskType": "ping", "ping": True}]
 
 
 def emulator_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("runware-emulator") or "process_request" in t.name]
+    return [t for t in threading.enumerate() if t.name.startswith("runware-emulator")]
 
 
 def test_start_and_stop_are_fast_and_leak_nothing(http: httpx.Client) -> None:
@@ -92,7 +92,9 @@ def test_restart_keeps_the_port_and_state(http: httpx.Client, make_task: Any) ->
     assert not emu.running
     with emu:
         assert emu.port == port
-        data = http.post(emu.base_url, json=[{"taskType": "getResponse", "taskUUID": task["taskUUID"]}], headers=AUTH)
+        data = http.post(
+            emu.base_url, json=[{"taskType": "getResponse", "taskUUID": task["taskUUID"]}], headers=AUTH
+        )
         assert data.json()["data"][0]["status"] == "success"
 
 
@@ -112,7 +114,9 @@ def test_pillow_is_imported_lazily() -> None:
         "with RunwareEmulator() as emu: pass\n"
         "print('PIL' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -125,7 +129,15 @@ def free_port() -> int:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_module_entry_point(http: httpx.Client, stop_signal: int) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "airflow_provider_bfl.testing.emulator", "--port", str(port), "--api-key", "k1"]
+    command = [
+        sys.executable,
+        "-m",
+        "airflow_provider_bfl.testing.emulator",
+        "--port",
+        str(port),
+        "--api-key",
+        "k1",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

@@ -33,7 +33,9 @@ def poll_until_done(api: Any, task_uuid: str, timeout: float = 5.0) -> list[list
 def test_missing_api_key_is_401_missing_api_key(api: Any, make_task: Any) -> None:
     response = api.post([make_task()], key=None)
     assert response.status_code == 401
-    assert response.json() == {"errors": [{"code": "missingApiKey", "message": response.json()["errors"][0]["message"]}]}
+    assert response.json() == {
+        "errors": [{"code": "missingApiKey", "message": response.json()["errors"][0]["message"]}]
+    }
     assert api.emu.counters.tasks_accepted == 0
 
 
@@ -73,7 +75,9 @@ def test_api_key_is_settable_at_runtime(api: Any) -> None:
 )
 def test_body_must_be_a_json_array_of_objects(api: Any, body: bytes) -> None:
     response = api.http.post(
-        api.emu.base_url, content=body, headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"}
+        api.emu.base_url,
+        content=body,
+        headers={"Authorization": "Bearer test-key", "Content-Type": "application/json"},
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "invalidRequestBody"
@@ -168,7 +172,9 @@ def test_include_cost_false_omits_cost(api: Any, make_task: Any) -> None:
 
 
 def test_nsfw_flag_only_with_check_content(api: Any, make_task: Any) -> None:
-    checked = api.post([make_task(positivePrompt="an NSFW scene", safety={"checkContent": True})]).json()["data"]
+    checked = api.post([make_task(positivePrompt="an NSFW scene", safety={"checkContent": True})]).json()[
+        "data"
+    ]
     clean = api.post([make_task(safety={"checkContent": True})]).json()["data"]
     unchecked = api.post([make_task(positivePrompt="an nsfw scene")]).json()["data"]
     assert checked[0]["NSFWContent"] is True
@@ -191,7 +197,7 @@ def test_async_acknowledges_at_once(api: Any, make_task: Any) -> None:
 
 
 def test_get_response_goes_processing_partial_success(api: Any, make_task: Any) -> None:
-    api.emu.latency = 0.9
+    api.emu.latency = 0.6
     task = make_task(deliveryMethod="async", numberResults=3, seed=40, includeCost=True)
     api.post([task])
     history = poll_until_done(api, task["taskUUID"])
@@ -204,7 +210,9 @@ def test_get_response_goes_processing_partial_success(api: Any, make_task: Any) 
         assert len(processing) == 1
         assert processing[0]["taskType"] == "imageInference" and processing[0]["taskUUID"] == task["taskUUID"]
         assert 0 <= processing[0]["progress"] <= 99
-    progresses = [next(i["progress"] for i in data if i.get("status") == "processing") for data in history[:-1]]
+    progresses = [
+        next(i["progress"] for i in data if i.get("status") == "processing") for data in history[:-1]
+    ]
     assert progresses == sorted(progresses) and progresses[-1] > progresses[0]
     final = history[-1]
     assert [item["seed"] for item in final] == [40, 41, 42]
@@ -213,7 +221,7 @@ def test_get_response_goes_processing_partial_success(api: Any, make_task: Any) 
 
 
 def test_partial_results_keep_image_uuids_stable(api: Any, make_task: Any) -> None:
-    api.emu.latency = 0.6
+    api.emu.latency = 0.3
     task = make_task(deliveryMethod="async", numberResults=2)
     api.post([task])
     history = poll_until_done(api, task["taskUUID"])
@@ -260,7 +268,9 @@ def test_legacy_pending_status_word(api: Any, make_task: Any) -> None:
     task = make_task(deliveryMethod="async")
     api.post([task])
     data = api.poll(task["taskUUID"]).json()["data"]
-    assert data == [{"taskType": "imageInference", "taskUUID": task["taskUUID"], "status": "pending", "progress": 0}]
+    assert data == [
+        {"taskType": "imageInference", "taskUUID": task["taskUUID"], "status": "pending", "progress": 0}
+    ]
 
 
 def test_many_get_response_tasks_share_one_request(api: Any, make_task: Any) -> None:
@@ -484,7 +494,11 @@ def test_counters_record_requests_and_task_types(api: Any, make_task: Any) -> No
     assert snapshot.requests == 3
     assert snapshot.requests_by_task_type == {"imageInference": 2, "ping": 1, "getResponse": 2}
     assert snapshot.errors_by_code == {"invalidWidth": 1}
-    assert snapshot.to_dict()["tasks"][task["taskUUID"]] == {"submissions": 1, "accepted": 1, "images_billed": 1}
+    assert snapshot.to_dict()["tasks"][task["taskUUID"]] == {
+        "submissions": 1,
+        "accepted": 1,
+        "images_billed": 1,
+    }
 
 
 def test_reset_clears_tasks_counters_and_scripts(api: Any, make_task: Any) -> None:
@@ -510,3 +524,35 @@ def test_settings_are_validated(emu: RunwareEmulator) -> None:
     with pytest.raises(ValueError):
         emu.configure(latency=1.0, no_such_setting=True)
     assert emu.latency == 0.0, "configure is all-or-nothing"
+
+
+def test_two_hundred_tasks_in_one_body(api: Any, make_task: Any) -> None:
+    tasks = [make_task(seed=i) for i in range(200)]
+    started = time.monotonic()
+    response = api.post(tasks)
+    assert time.monotonic() - started < 2.0
+    assert [item["seed"] for item in response.json()["data"]] == list(range(200))
+    assert api.emu.counters.images_billed == 200
+
+
+def test_max_tasks_per_request(api: Any, make_task: Any) -> None:
+    api.emu.max_tasks_per_request = 2
+    response = api.post([make_task() for _ in range(3)])
+    assert response.status_code == 400 and response.json()["errors"][0]["code"] == "tooManyTasks"
+    assert api.emu.counters.tasks_accepted == 0
+    assert api.post([make_task(), make_task()]).status_code == 200
+
+
+def test_emulator_bug_is_a_500_not_a_hang_up(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def explode(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api.emu.processor, "submit", explode)
+    response = api.post([{"taskType": "ping"}])
+    assert response.status_code == 500
+    assert response.json()["errors"][0]["code"] == "internalServerError"
+
+
+def test_other_paths_are_404(api: Any) -> None:
+    assert api.http.get(api.emu.base_url).status_code == 404
+    assert api.http.post(api.emu.origin + "/v2", json=[]).status_code == 404

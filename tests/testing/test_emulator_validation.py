@@ -37,12 +37,22 @@ CASES: list[tuple[str, dict[str, Any], str | None, Any]] = [
     ("uploadEndpoint-not-uri", {"uploadEndpoint": "s3 bucket"}, "invalidUploadEndpoint", "uploadEndpoint"),
     ("safety-full", {"safety": {"checkContent": True, "mode": "fast"}}, None, None),
     ("safety-not-object", {"safety": "on"}, "invalidSafety", "safety"),
-    ("safety-checkContent-string", {"safety": {"checkContent": "true"}}, "invalidCheckContent", "safety.checkContent"),
+    (
+        "safety-checkContent-string",
+        {"safety": {"checkContent": "true"}},
+        "invalidCheckContent",
+        "safety.checkContent",
+    ),
     ("safety-mode-full", {"safety": {"mode": "full"}}, "invalidMode", "safety.mode"),
     ("safety-unknown", {"safety": {"tolerance": 2}}, "unknownParameter", "safety.tolerance"),
     ("ttl-60", {"ttl": 60}, None, None),
     ("ttl-59", {"ttl": 59}, "invalidTtl", "ttl"),
-    ("ttl-not-url", {"ttl": 120, "outputType": "base64Data"}, "incompatibleParameters", ["ttl", "outputType"]),
+    (
+        "ttl-not-url",
+        {"ttl": 120, "outputType": "base64Data"},
+        "incompatibleParameters",
+        ["ttl", "outputType"],
+    ),
     ("includeCost-true", {"includeCost": True}, None, None),
     ("includeCost-string", {"includeCost": "true"}, "invalidIncludeCost", "includeCost"),
     ("includeCost-int", {"includeCost": 1}, "invalidIncludeCost", "includeCost"),
@@ -80,8 +90,18 @@ CASES: list[tuple[str, dict[str, Any], str | None, Any]] = [
     ("seed-too-big", {"seed": 2**63}, "invalidSeed", "seed"),
     ("seed-float", {"seed": 1.5}, "invalidSeed", "seed"),
     ("seed-null", {"seed": None}, "invalidSeed", "seed"),
-    ("bfl-edges-low", {"providerSettings": {"bfl": {"promptUpsampling": False, "safetyTolerance": 0}}}, None, None),
-    ("bfl-edges-high", {"providerSettings": {"bfl": {"promptUpsampling": True, "safetyTolerance": 6}}}, None, None),
+    (
+        "bfl-edges-low",
+        {"providerSettings": {"bfl": {"promptUpsampling": False, "safetyTolerance": 0}}},
+        None,
+        None,
+    ),
+    (
+        "bfl-edges-high",
+        {"providerSettings": {"bfl": {"promptUpsampling": True, "safetyTolerance": 6}}},
+        None,
+        None,
+    ),
     (
         "bfl-tolerance-7",
         {"providerSettings": {"bfl": {"safetyTolerance": 7}}},
@@ -100,7 +120,12 @@ CASES: list[tuple[str, dict[str, Any], str | None, Any]] = [
         "invalidPromptUpsampling",
         "providerSettings.bfl.promptUpsampling",
     ),
-    ("bfl-unknown", {"providerSettings": {"bfl": {"raw": True}}}, "unknownParameter", "providerSettings.bfl.raw"),
+    (
+        "bfl-unknown",
+        {"providerSettings": {"bfl": {"raw": True}}},
+        "unknownParameter",
+        "providerSettings.bfl.raw",
+    ),
     ("provider-unknown", {"providerSettings": {"openai": {}}}, "unknownParameter", "providerSettings.openai"),
     ("provider-not-object", {"providerSettings": []}, "invalidProviderSettings", "providerSettings"),
     ("unknown-top-level", {"prompt": "a cat"}, "unknownParameter", "prompt"),
@@ -111,7 +136,9 @@ CASES: list[tuple[str, dict[str, Any], str | None, Any]] = [
 @pytest.mark.parametrize(
     ("overrides", "code", "parameter"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
 )
-def test_image_inference_validation(api: Any, make_task: Any, overrides: dict[str, Any], code: str | None, parameter: Any) -> None:
+def test_image_inference_validation(
+    api: Any, make_task: Any, overrides: dict[str, Any], code: str | None, parameter: Any
+) -> None:
     task = make_task(**overrides)
     response = api.post([task])
     if code is None:

@@ -50,7 +50,9 @@ def test_sync_delivery_returns_images(bfl_conn: RunwareEmulator, generate: Calla
     assert bfl_conn.snapshot().requests_by_task_type == {"imageInference": 1}
 
 
-def test_async_delivery_polls_until_all_images_arrive(bfl_conn: RunwareEmulator, generate: Callable[..., Any]) -> None:
+def test_async_delivery_polls_until_all_images_arrive(
+    bfl_conn: RunwareEmulator, generate: Callable[..., Any]
+) -> None:
     bfl_conn.latency = 0.3
     results = generate([{**ASYNC, "numberResults": 3}])
     assert len(results) == 3 and len({r.image_uuid for r in results}) == 3
@@ -69,7 +71,9 @@ def test_many_tasks_share_one_submission_and_one_poll(bfl_conn: RunwareEmulator)
     assert all(status.state is TaskState.SUCCESS for status in statuses.values())
 
 
-def test_batches_are_split_by_max_tasks_per_request(bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batches_are_split_by_max_tasks_per_request(
+    bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bfl_conn.max_tasks_per_request = 3
     monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", connection_json(bfl_conn, max_tasks_per_request=3))
     results = BflHook().generate([{**ASYNC, "positivePrompt": f"prompt {i}"} for i in range(7)])
@@ -115,7 +119,9 @@ def test_moderation_fails_with_the_task_uuid(generate: Callable[..., Any]) -> No
     assert request.task_uuid in str(caught.value) and "contentPolicyViolation" in str(caught.value)
 
 
-def test_task_failure_fails_with_code_and_uuid(bfl_conn: RunwareEmulator, generate: Callable[..., Any]) -> None:
+def test_task_failure_fails_with_code_and_uuid(
+    bfl_conn: RunwareEmulator, generate: Callable[..., Any]
+) -> None:
     request = ImageInferenceRequest(**ASYNC)
     bfl_conn.script_task(request.task_uuid, "error", code="processingFailed", message="GPU on fire")
     with pytest.raises(exc.BflTaskFailedError, match="GPU on fire") as caught:
@@ -194,7 +200,9 @@ def test_retry_after_is_honoured(bfl_conn: RunwareEmulator) -> None:
 
 
 def test_total_retry_time_is_bounded(bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", connection_json(bfl_conn, max_retries=50, retry_max_elapsed=0.5))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BFL_DEFAULT", connection_json(bfl_conn, max_retries=50, retry_max_elapsed=0.5)
+    )
     bfl_conn.inject("status", count=1000, status=503, retry_after=0.2)
     started = time.monotonic()
     with pytest.raises(exc.BflServerError):
@@ -290,23 +298,42 @@ def test_test_connection_reports_a_bad_key_without_showing_it(bfl_conn: RunwareE
     ("conn", "base_url"),
     [
         ({"conn_type": "bfl", "password": "k" * 10}, "https://api.runware.ai/v1"),
-        ({"conn_type": "bfl", "password": "k" * 10, "host": "http://127.0.0.1:9/v1/"}, "http://127.0.0.1:9/v1"),
+        (
+            {"conn_type": "bfl", "password": "k" * 10, "host": "http://127.0.0.1:9/v1/"},
+            "http://127.0.0.1:9/v1",
+        ),
         ({"conn_type": "bfl", "password": "k" * 10, "host": "api.example.com"}, "https://api.example.com/v1"),
         (
-            {"conn_type": "bfl", "password": "k" * 10, "host": "127.0.0.1", "port": 8080, "schema": "v2", "extra": {"scheme": "http"}},
+            {
+                "conn_type": "bfl",
+                "password": "k" * 10,
+                "host": "127.0.0.1",
+                "port": 8080,
+                "schema": "v2",
+                "extra": {"scheme": "http"},
+            },
             "http://127.0.0.1:8080/v2",
         ),
     ],
 )
-def test_base_url_from_connection_forms(monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], base_url: str) -> None:
+def test_base_url_from_connection_forms(
+    monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], base_url: str
+) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", json.dumps(conn))
     assert BflHook().settings.base_url == base_url
 
 
 def test_uri_connection_with_extras(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", "bfl://:s3cr3t%2Fkey@127.0.0.1:8123/v1?scheme=http&timeout=7&max_retries=2")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BFL_DEFAULT",
+        "bfl://:s3cr3t%2Fkey@127.0.0.1:8123/v1?scheme=http&timeout=7&max_retries=2",
+    )
     settings = BflHook().settings
-    assert (settings.base_url, settings.api_key, settings.timeout) == ("http://127.0.0.1:8123/v1", "s3cr3t/key", 7.0)
+    assert (settings.base_url, settings.api_key, settings.timeout) == (
+        "http://127.0.0.1:8123/v1",
+        "s3cr3t/key",
+        7.0,
+    )
     assert settings.retry.max_retries == 2
     assert "s3cr3t" not in repr(settings)
 
@@ -316,7 +343,8 @@ def test_missing_key_and_bad_extras_are_clear(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(exc.BflAuthenticationError, match="has no API key"):
         BflHook().settings  # noqa: B018
     monkeypatch.setenv(
-        "AIRFLOW_CONN_BFL_DEFAULT", json.dumps({"conn_type": "bfl", "password": "k" * 10, "extra": {"timeout": "soon"}})
+        "AIRFLOW_CONN_BFL_DEFAULT",
+        json.dumps({"conn_type": "bfl", "password": "k" * 10, "extra": {"timeout": "soon"}}),
     )
     with pytest.raises(exc.BflError, match="'timeout' must be a number, got 'soon'"):
         BflHook().settings  # noqa: B018
@@ -350,7 +378,9 @@ class _EchoingServer(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"errors": [{"code": "invalidApiKey", "message": f"bad {self.headers['Authorization']}"}]})
+        body = json.dumps(
+            {"errors": [{"code": "invalidApiKey", "message": f"bad {self.headers['Authorization']}"}]}
+        )
         self.send_response(401)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -372,7 +402,8 @@ def echoing_server() -> Iterator[str]:
 
 def test_a_key_echoed_by_the_server_is_redacted(echoing_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
-        "AIRFLOW_CONN_BFL_DEFAULT", json.dumps({"conn_type": "bfl", "password": API_KEY, "host": echoing_server})
+        "AIRFLOW_CONN_BFL_DEFAULT",
+        json.dumps({"conn_type": "bfl", "password": API_KEY, "host": echoing_server}),
     )
     with pytest.raises(exc.BflAuthenticationError) as caught:
         BflHook().generate([PROMPT])

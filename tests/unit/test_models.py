@@ -216,7 +216,7 @@ def test_unknown_fields_name_the_field_and_suggest_the_closest(
 
 def test_unknown_field_without_close_match_lists_valid_ones() -> None:
     with pytest.raises(
-        BflInvalidRequestError, match="unknown parameter 'zzz'. Valid parameters here: taskType"
+        BflInvalidRequestError, match=r"unknown parameter 'zzz'\. Valid parameters here: taskType"
     ):
         ImageInferenceRequest(**BASE, zzz=1)
 

@@ -179,6 +179,7 @@ class RunwareEmulator:
             if thread is not None:
                 thread.join()
             server.close_connections()
+            server.join_handlers(timeout=5.0)
             server.server_close()
             self.scheduler.stop()
             self.deliverer.shutdown()

@@ -50,10 +50,6 @@ class Scheduler:
             if self._heap[0][2] is callback:
                 self._condition.notify()
 
-    def pending(self) -> int:
-        with self._condition:
-            return len(self._heap)
-
     def _run(self) -> None:
         while True:
             with self._condition:

@@ -47,7 +47,7 @@ HTML_PAGE = (
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    block_on_close = True
+    block_on_close = False  # the stdlib does not track daemon threads; see join_handlers
     request_queue_size = 4096
     allow_reuse_address = True
 
@@ -56,6 +56,8 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._handlers: list[threading.Thread] = []
+        self._reap_at = 64
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._serving = threading.Event()
         try:
@@ -102,9 +104,20 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self._wake_writer.send(b"x")
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """One daemon thread per connection, remembered so :meth:`join_handlers` can wait for it."""
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="runware-emulator-connection",
+            daemon=True,
+        )
         with self._connections_lock:
             self._connections.add(request)
-        super().process_request(request, client_address)
+            if len(self._handlers) >= self._reap_at:
+                self._handlers = [handler for handler in self._handlers if handler.is_alive()]
+                self._reap_at = max(64, 2 * len(self._handlers))
+            self._handlers.append(thread)
+        thread.start()
 
     def shutdown_request(self, request: Any) -> None:
         with self._connections_lock:
@@ -118,6 +131,14 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+    def join_handlers(self, timeout: float) -> None:
+        """Wait for every connection thread (call after :meth:`close_connections`)."""
+        deadline = time.monotonic() + timeout
+        with self._connections_lock:
+            handlers, self._handlers = self._handlers, []
+        for handler in handlers:
+            handler.join(max(0.0, deadline - time.monotonic()))
 
     def server_close(self) -> None:
         super().server_close()
@@ -179,6 +200,18 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
 
     # -- the task API ------------------------------------------------------------------------------
     def _api(self) -> None:
+        """Serve one task-API POST; an emulator bug becomes a 500 ``internalServerError``, not a hang-up."""
+        try:
+            self._serve_api()
+        except OSError:
+            raise
+        except Exception:
+            log.exception("Runware emulator failed to handle a request")
+            self.close_connection = True
+            error = ApiError(code="internalServerError", message="The emulator failed on this request.")
+            self._send_api(ApiResponse(500, envelope(None, [error], self.emulator.config)))
+
+    def _serve_api(self) -> None:
         emulator = self.emulator
         raw = self._read_body()
         if raw is None:
