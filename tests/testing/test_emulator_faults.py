@@ -160,7 +160,7 @@ def test_faults_do_not_touch_images_or_control(api: Any, make_task: Any) -> None
 
 def test_invalid_fault_options_are_rejected(api: Any) -> None:
     with pytest.raises(ValueError):
-        api.emu.inject("explode")  # type: ignore[arg-type]
+        api.emu.inject("explode")
     with pytest.raises(ValueError):
         api.emu.inject("status", count=0)
     with pytest.raises(ValueError):

@@ -103,10 +103,13 @@ def test_blank_next_images_applies_to_exactly_k_images(api: Any, make_task: Any)
 
 
 def test_default_ttl_expiry_gives_410(api: Any, make_task: Any) -> None:
-    api.emu.default_ttl = 0.2
-    (item,) = generate(api, make_task)
+    api.emu.default_ttl = 60
+    task = make_task()
+    (item,) = api.post([task]).json()["data"]
     assert api.http.get(item["imageURL"]).status_code == 200
-    time.sleep(0.25)
+    api.emu.store.get(task["taskUUID"]).accepted_at -= 59
+    assert api.http.get(item["imageURL"]).status_code == 200
+    api.emu.store.get(task["taskUUID"]).accepted_at -= 2  # age the image instead of sleeping a minute
     assert api.http.get(item["imageURL"]).status_code == 410
 
 

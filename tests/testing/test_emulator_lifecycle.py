@@ -220,7 +220,6 @@ async def test_many_concurrent_async_clients_polling(emu: RunwareEmulator, make_
     snapshot = emu.counters.snapshot()
     assert snapshot.tasks_accepted == 200 and snapshot.images_billed == 200
     assert snapshot.requests_by_task_type["getResponse"] == sum(polls)
-    assert max(polls) > 1, "the latency was visible to pollers"
 
 
 async def test_concurrent_sync_generations_overlap(emu: RunwareEmulator, make_task: Any) -> None:

@@ -3,12 +3,19 @@
     from airflow_provider_bfl.testing.emulator import RunwareEmulator
 
     with RunwareEmulator(api_key="test-key", latency=0.0) as emu:
-        hook_base_url = emu.base_url  # POST task arrays here with "Authorization: Bearer test-key"
+        emu.base_url                      # POST task arrays here, "Authorization: Bearer test-key"
         emu.inject("status", status=503, retry_after=1)
         emu.script_task(task_uuid, outcome="moderated")
+        emu.counters.snapshot()
 
-Run it standalone with ``python -m airflow_provider_bfl.testing.emulator --port 8765``.
-Pillow (the ``emulator`` extra) is needed only once an image is rendered.
+Prompt markers (case-insensitive substrings; an empty marker is off): ``fail-marker`` fails the task
+with ``processingFailed``, ``moderation-marker`` with ``contentPolicyViolation``, ``blank`` renders
+uniform images, ``nsfw`` sets ``NSFWContent: true`` when ``safety.checkContent`` is on.
+
+Another process steers it over HTTP under ``/_emulator/``: ``GET health|counters|config|faults``,
+``POST config|faults|reset|script``, ``DELETE faults``. Run it standalone with
+``python -m airflow_provider_bfl.testing.emulator --port 8765``. Pillow (the ``emulator`` extra) is
+imported only once an image is rendered.
 """
 
 from airflow_provider_bfl.testing.emulator.config import MODEL_ID, EmulatorConfig

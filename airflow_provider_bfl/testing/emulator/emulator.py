@@ -19,12 +19,14 @@ from airflow_provider_bfl.testing.emulator.config import (
 from airflow_provider_bfl.testing.emulator.counters import Counters, CountersSnapshot
 from airflow_provider_bfl.testing.emulator.delivery import Deliverer
 from airflow_provider_bfl.testing.emulator.faults import (
+    DEFAULT_STALL_SECONDS,
     Fault,
     FaultKind,
     FaultQueue,
     ScriptedOutcome,
     StallProcessing,
 )
+from airflow_provider_bfl.testing.emulator.journal import Journal
 from airflow_provider_bfl.testing.emulator.rendering import ImageRenderer
 from airflow_provider_bfl.testing.emulator.results import ResultBuilder
 from airflow_provider_bfl.testing.emulator.scheduler import Scheduler
@@ -137,6 +139,7 @@ class RunwareEmulator:
         self._requested_port = port
         self.stopping = threading.Event()
         self.counters = Counters()
+        self.journal = Journal()
         self.faults = FaultQueue()
         self.renderer = ImageRenderer(image_cache_bytes)
         self.store = TaskStore(self.config, self.counters, random.Random(random_seed))
@@ -240,6 +243,8 @@ class RunwareEmulator:
         only_task_type: str | None = None,
     ) -> Fault:
         """Make the next ``count`` matching ``POST /v1`` requests fail as ``kind`` (see :class:`Fault`)."""
+        if isinstance(process, bool):
+            process = "after" if process else "never"
         fault = Fault(
             kind=kind,
             count=count,
@@ -248,8 +253,8 @@ class RunwareEmulator:
             code=code,
             message=message,
             only_task_type=only_task_type,
-            **({} if seconds is None else {"seconds": seconds}),
-            process=process,  # type: ignore[arg-type]  # booleans are normalised by Fault
+            seconds=DEFAULT_STALL_SECONDS if seconds is None else seconds,
+            process=process,
         )
         self.faults.add(fault)
         return fault
@@ -287,12 +292,21 @@ class RunwareEmulator:
         self.scheduler.clear()
         self.store.reset()
         self.counters.reset()
+        self.journal.clear()
         if restore_config:
             self.config.update(**self._initial_settings)
 
     # -- inspection --------------------------------------------------------------------------------
     def snapshot(self) -> CountersSnapshot:
         return self.counters.snapshot()
+
+    def received_requests(self, task_type: str | None = None) -> list[list[dict[str, Any]]]:
+        """The task arrays of received API requests (those holding a ``task_type`` task when given)."""
+        return self.journal.requests(task_type)
+
+    def received_tasks(self, task_type: str | None = None) -> list[dict[str, Any]]:
+        """Every received task object as sent on the wire (of ``task_type`` when given)."""
+        return self.journal.tasks(task_type)
 
     def billed_for(self, task_uuid: str) -> int:
         """Images billed for ``task_uuid`` (0 if never billed)."""

@@ -218,6 +218,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             return
         parsed = parse_body(raw, emulator.config.max_tasks_per_request)
         emulator.counters.record_request(parsed.task_types, parsed.submitted_uuids)
+        if parsed.tasks:
+            emulator.journal.record(parsed.tasks)
         fault = emulator.faults.take(parsed.task_types)
         if fault is None:
             self._answer(self._submit(parsed))
