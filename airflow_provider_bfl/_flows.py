@@ -61,14 +61,29 @@ Flow = Generator[Action, Any, T]
 
 @dataclass(frozen=True)
 class PollSettings:
+    """
+    When to ask getResponse again: ``interval`` for the first ``steady_polls`` waits, then
+    ``x backoff`` per poll up to ``max_interval``.
+
+    With the defaults the polls go out at 0, 1, 2, 3, 4.5, 6.75, 10.1 ... s: a FLUX.1.1 [pro]
+    generation (typically 2-5 s) is seen within a second of finishing instead of up to 50% late,
+    and a long wait still costs a logarithmic number of polls.
+    """
+
     interval: float = defaults.POLL_INTERVAL
     backoff: float = defaults.POLL_BACKOFF
     max_interval: float = defaults.POLL_MAX_INTERVAL
     max_failures: int = defaults.MAX_POLL_FAILURES
     max_missing: int = defaults.MAX_MISSING_POLLS
+    steady_polls: int = defaults.POLL_STEADY_POLLS
 
     def next_interval(self, current: float) -> float:
         return min(current * self.backoff, self.max_interval)
+
+    def delay_after(self, polls: int) -> float:
+        """Seconds between poll number ``polls`` (1-based) and the next one."""
+        backoffs = max(0, polls - self.steady_polls)
+        return min(self.interval * self.backoff**backoffs, max(self.max_interval, self.interval))
 
 
 @dataclass
@@ -201,6 +216,78 @@ def get_status(
     return mentioned
 
 
+class Waiting:
+    """
+    The bookkeeping of one wait, between polls: what to ask about, when to stop, when to ask next.
+
+    Sans-I/O and shared by :func:`wait` (one caller, one poll loop) and the hook's process-wide
+    poll coalescer (many waits answered by the same batched getResponse requests), so both keep the
+    same guarantees: results merged in place (partial results survive a failure), a bounded run of
+    failed polls tolerated, tasks the API stops mentioning turned into ``taskNotFound``, and a last
+    poll at the wall-clock ``deadline``.
+    """
+
+    def __init__(self, statuses: dict[str, TaskStatus], poll: PollSettings, deadline: float | None) -> None:
+        self.statuses = statuses
+        self.poll = poll
+        self.deadline = deadline
+        self.polls = 0
+        self.failures = 0
+        self._missing: dict[str, int] = {}
+
+    def pending(self) -> dict[str, TaskStatus]:
+        """The tasks to ask about in the next poll."""
+        return {uuid: status for uuid, status in self.statuses.items() if not status.done}
+
+    def polled(self, asked: Mapping[str, TaskStatus], mentioned: set[str]) -> None:
+        """A poll of ``asked`` succeeded (already merged); ``mentioned`` are the UUIDs it named."""
+        self.polls += 1
+        self.failures = 0
+        for uuid, status in asked.items():
+            missing = 0 if uuid in mentioned else self._missing.get(uuid, 0) + 1
+            self._missing[uuid] = missing
+            if missing >= self.poll.max_missing and not status.done:
+                status.state = TaskState.ERROR
+                status.error = BflTaskNotFoundError(
+                    f"The API has not mentioned this task in {missing} consecutive polls",
+                    code="taskNotFound",
+                    task_uuid=uuid,
+                )
+
+    def failed(self, error: BflError) -> None:
+        """A poll failed after the call's own retries; re-raises once the failure budget is spent."""
+        self.polls += 1
+        if not error.retryable:
+            raise error
+        self.failures += 1
+        if self.failures > self.poll.max_failures:
+            raise error
+        log.warning(
+            "Polling failed (%s); %d/%d consecutive failures tolerated",
+            error,
+            self.failures,
+            self.poll.max_failures,
+        )
+
+    def over(self) -> bool:
+        """
+        True once every task is terminal or the deadline has passed.
+
+        Asked after a poll, so the last poll happens at the deadline (also for a trigger resumed
+        after its deadline passed: images finished meanwhile are paid for, report them).
+        """
+        if all(status.done for status in self.statuses.values()):
+            return True
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def next_delay(self) -> float:
+        """Seconds until the next poll: the schedule, cut short so the last poll is at the deadline."""
+        delay = self.poll.delay_after(self.polls)
+        if self.deadline is None:
+            return delay
+        return max(0.0, min(delay, self.deadline - time.time()))
+
+
 def wait(
     statuses: dict[str, TaskStatus],
     policy: RetryPolicy,
@@ -214,49 +301,22 @@ def wait(
     ``statuses`` is updated in place, so a caller keeps the results received so far even when
     this flow raises. ``deadline`` is a wall-clock ``time.time()`` value so it survives a
     triggerer restart; tasks still processing at the deadline are returned as they are. A
-    bounded run of failed polls is tolerated.
+    bounded run of failed polls is tolerated (see :class:`Waiting`).
     """
-    interval = poll.interval
-    failures = 0
-    missing: dict[str, int] = {}
+    waiting = Waiting(statuses, poll, deadline)
     while True:
-        pending = {uuid: status for uuid, status in statuses.items() if not status.done}
+        pending = waiting.pending()
         if not pending:
             return statuses
         try:
             mentioned = yield from get_status(pending, policy, chunk_size)
         except BflError as error:
-            if not error.retryable:
-                raise
-            failures += 1
-            if failures > poll.max_failures:
-                raise
-            log.warning(
-                "Polling failed (%s); %d/%d consecutive failures tolerated",
-                error,
-                failures,
-                poll.max_failures,
-            )
+            waiting.failed(error)
         else:
-            failures = 0
-            for uuid, status in pending.items():
-                missing[uuid] = 0 if uuid in mentioned else missing.get(uuid, 0) + 1
-                if missing[uuid] >= poll.max_missing and not status.done:
-                    status.state = TaskState.ERROR
-                    status.error = BflTaskNotFoundError(
-                        f"The API has not mentioned this task in {missing[uuid]} consecutive polls",
-                        code="taskNotFound",
-                        task_uuid=uuid,
-                    )
-        # Checked after polling, so the last poll happens at the deadline (also for a trigger
-        # resumed after its deadline passed: images finished meanwhile are paid for, report them).
-        if all(status.done for status in statuses.values()) or (
-            deadline is not None and time.time() >= deadline
-        ):
+            waiting.polled(pending, mentioned)
+        if waiting.over():
             return statuses
-        sleep_for = interval if deadline is None else max(0.0, min(interval, deadline - time.time()))
-        yield Sleep(sleep_for)
-        interval = poll.next_interval(interval)
+        yield Sleep(waiting.next_delay())
 
 
 def generate(

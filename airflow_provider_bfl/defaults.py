@@ -20,10 +20,15 @@ RETRY_MAX_ELAPSED = 120.0
 #: A server's Retry-After is honoured up to this many seconds.
 RETRY_AFTER_MAX = 60.0
 
-#: Polling getResponse: the official TypeScript client's schedule (1 s, x1.5, capped).
+#: Polling getResponse: the official TypeScript client's schedule (1 s, x1.5, capped at 10 s), except
+#: that the first POLL_STEADY_POLLS waits keep the base interval. Polls then go out at 0, 1, 2, 3,
+#: 4.5, 6.75, 10.1 ... s instead of 0, 1, 2.5, 4.75, 8.1 ... s: a FLUX.1.1 [pro] generation (typically
+#: 2-5 s) is noticed within one interval of finishing (a 2 s job at 2 s, not 2.5 s; a 5 s job at
+#: 6.75 s, not 8.1 s) for at most one or two more polls on long waits. See benchmarks/RESULTS.md.
 POLL_INTERVAL = 1.0
 POLL_BACKOFF = 1.5
 POLL_MAX_INTERVAL = 10.0
+POLL_STEADY_POLLS = 3
 #: Consecutive failed polls tolerated before waiting gives up.
 MAX_POLL_FAILURES = 5
 #: Consecutive polls in which the API does not mention a task before it counts as not found.
@@ -31,3 +36,12 @@ MAX_MISSING_POLLS = 5
 
 #: Tasks sent in one HTTP request (the API's own maximum is not documented).
 MAX_TASKS_PER_REQUEST = 100
+
+#: Triggers of one event loop that share a connection poll through one coalescer: a poll that is
+#: due within this fraction of its interval joins a batch leaving now (capped at the next value),
+#: so triggers started at slightly different times fall into step and share getResponse requests.
+COALESCE_EARLY_FRACTION = 0.2
+COALESCE_EARLY_MAX = 1.0
+#: Minimum seconds between two batches of the coalescer, so a burst of new triggers (the triggerer
+#: starts them one by one) is polled in a few requests rather than one request per trigger.
+COALESCE_ROUND_SPACING = 0.05

@@ -14,7 +14,11 @@ on the family, never on message text::
     ├── BflContentModeratedError     the API refused the prompt or the image on safety grounds
     ├── BflTaskFailedError           the generation itself failed on the API side
     ├── BflTaskNotFoundError         the API does not know (or no longer keeps) the taskUUID
-    └── BflWaitTimeoutError          the generation did not finish before the caller's deadline
+    ├── BflWaitTimeoutError          the generation did not finish before the caller's deadline
+    ├── BflBudgetExceededError       a batch would cost more than its guard allows (nothing sent)
+    └── BflLandingError              an image could not be stored
+        ├── BflImageExpiredError     its URL expired before it was downloaded
+        └── BflImageIntegrityError   the bytes are not the image that was asked for
 
 Messages carry the API's code, message, parameter and the taskUUID; they never carry the API key.
 """
@@ -129,3 +133,25 @@ class BflTaskNotFoundError(BflError):
 
 class BflWaitTimeoutError(BflError):
     """The generation did not finish before the caller's deadline; it may still finish later."""
+
+
+class BflBudgetExceededError(BflError):
+    """A batch is over its ``max_images``/``max_cost`` guard; nothing was submitted."""
+
+
+class BflLandingError(BflError):
+    """An image could not be written to its destination."""
+
+    retryable = True
+
+
+class BflImageExpiredError(BflLandingError):
+    """The image URL answered 404/410: it expired (``ttl``) before it was downloaded."""
+
+    retryable = False
+
+
+class BflImageIntegrityError(BflLandingError):
+    """The downloaded bytes are not a plausible image of the requested format."""
+
+    retryable = False

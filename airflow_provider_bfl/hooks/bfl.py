@@ -102,6 +102,7 @@ def settings_from_connection(conn: Connection, overrides: Mapping[str, Any]) -> 
             interval=_number(extra, "poll_interval", defaults.POLL_INTERVAL),
             max_interval=_number(extra, "poll_max_interval", defaults.POLL_MAX_INTERVAL),
             max_failures=int(_number(extra, "max_poll_failures", defaults.MAX_POLL_FAILURES)),
+            steady_polls=int(_number(extra, "poll_steady_polls", defaults.POLL_STEADY_POLLS)),
         ),
         max_tasks_per_request=int(_number(extra, "max_tasks_per_request", defaults.MAX_TASKS_PER_REQUEST)),
     )
@@ -111,6 +112,69 @@ def as_requests(requests: Iterable[RequestLike]) -> list[ImageInferenceRequest]:
     return [ImageInferenceRequest.model_validate(request) for request in requests]
 
 
+def client_options(settings: ConnectionSettings) -> dict[str, Any]:
+    """
+    Keyword arguments of the hook's HTTP clients (sync and async alike).
+
+    The key rides in the client's default headers, set once (httpx shows it as ``[secure]`` in
+    any repr), instead of being merged into every request.
+    """
+    return {
+        "timeout": httpx.Timeout(settings.timeout, connect=min(defaults.CONNECT_TIMEOUT, settings.timeout)),
+        "headers": {
+            "User-Agent": f"airflow-provider-bfl/{__version__}",
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {settings.api_key}",
+        },
+    }
+
+
+def run_flow(client: httpx.Client, settings: ConnectionSettings, flow: Flow[T]) -> T:
+    """Run a flow with blocking I/O on ``client`` (made with :func:`client_options`)."""
+    url = settings.base_url
+    reply: Any = None
+    try:
+        while True:
+            action = flow.send(reply)
+            if isinstance(action, Sleep):
+                time.sleep(action.seconds)
+                reply = None
+                continue
+            try:
+                reply = client.post(url, json=action.tasks)
+            except httpx.TransportError as exc:
+                reply = exc
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except BflError as exc:
+        raise _redacted(exc, settings.api_key) from exc.__cause__
+    finally:
+        flow.close()
+
+
+async def arun_flow(client: httpx.AsyncClient, settings: ConnectionSettings, flow: Flow[T]) -> T:
+    """Run a flow with async I/O on ``client`` (made with :func:`client_options`); never blocks the loop."""
+    url = settings.base_url
+    reply: Any = None
+    try:
+        while True:
+            action = flow.send(reply)
+            if isinstance(action, Sleep):
+                await asyncio.sleep(action.seconds)
+                reply = None
+                continue
+            try:
+                reply = await client.post(url, json=action.tasks)
+            except httpx.TransportError as exc:
+                reply = exc
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except BflError as exc:
+        raise _redacted(exc, settings.api_key) from exc.__cause__
+    finally:
+        flow.close()
+
+
 class BflHook(BaseHook):
     """
     Talks to the Runware task API for FLUX.1.1 [pro] (``bfl:2@1``).
@@ -118,7 +182,8 @@ class BflHook(BaseHook):
     :param bfl_conn_id: Airflow connection of type ``bfl``: password = API key, host = base URL
         (default ``https://api.runware.ai/v1``). Extras ``timeout``, ``max_retries``,
         ``retry_max_elapsed``, ``retry_backoff_base``, ``retry_backoff_max``, ``poll_interval``,
-        ``poll_max_interval``, ``max_poll_failures``, ``max_tasks_per_request`` tune the client;
+        ``poll_max_interval``, ``poll_steady_polls``, ``max_poll_failures``,
+        ``max_tasks_per_request`` tune the client;
         keyword arguments of the same names override them.
 
     Billing safety: a retried submission always reuses its taskUUIDs. When the API answers
@@ -169,22 +234,13 @@ class BflHook(BaseHook):
     def get_conn(self) -> httpx.Client:
         """The pooled HTTP client of this hook (created on first use)."""
         if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout(self.settings), headers=self._headers())
+            self._client = httpx.Client(**client_options(self.settings))
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
         if self._async_client is None:
-            settings = await self.asettings()
-            self._async_client = httpx.AsyncClient(timeout=self._timeout(settings), headers=self._headers())
+            self._async_client = httpx.AsyncClient(**client_options(await self.asettings()))
         return self._async_client
-
-    @staticmethod
-    def _timeout(settings: ConnectionSettings) -> httpx.Timeout:
-        return httpx.Timeout(settings.timeout, connect=min(defaults.CONNECT_TIMEOUT, settings.timeout))
-
-    @staticmethod
-    def _headers() -> dict[str, str]:
-        return {"User-Agent": f"airflow-provider-bfl/{__version__}", "Content-Type": "application/json"}
 
     def close(self) -> None:
         if self._client is not None:
@@ -198,53 +254,12 @@ class BflHook(BaseHook):
 
     # -- drivers: run a flow with real I/O --------------------------------------------------
 
-    def _auth(self, settings: ConnectionSettings) -> dict[str, str]:
-        return {"Authorization": f"Bearer {settings.api_key}"}
-
     def _run(self, flow: Flow[T]) -> T:
-        client = self.get_conn()
-        auth = self._auth(self.settings)
-        reply: Any = None
-        try:
-            while True:
-                action = flow.send(reply)
-                if isinstance(action, Sleep):
-                    time.sleep(action.seconds)
-                    reply = None
-                    continue
-                try:
-                    reply = client.post(self.settings.base_url, json=action.tasks, headers=auth)
-                except httpx.TransportError as exc:
-                    reply = exc
-        except StopIteration as done:
-            return done.value
-        except BflError as exc:
-            raise _redacted(exc, auth) from exc.__cause__
-        finally:
-            flow.close()
+        return run_flow(self.get_conn(), self.settings, flow)
 
     async def _arun(self, flow: Flow[T]) -> T:
         client = await self.aget_conn()
-        settings = await self.asettings()
-        auth = self._auth(settings)
-        reply: Any = None
-        try:
-            while True:
-                action = flow.send(reply)
-                if isinstance(action, Sleep):
-                    await asyncio.sleep(action.seconds)
-                    reply = None
-                    continue
-                try:
-                    reply = await client.post(settings.base_url, json=action.tasks, headers=auth)
-                except httpx.TransportError as exc:
-                    reply = exc
-        except StopIteration as done:
-            return done.value
-        except BflError as exc:
-            raise _redacted(exc, auth) from exc.__cause__
-        finally:
-            flow.close()
+        return await arun_flow(client, await self.asettings(), flow)
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -285,13 +300,24 @@ class BflHook(BaseHook):
         return self._run(flow)
 
     async def apoll_until_done(
-        self, expected: Expected, *, deadline: float | None = None
+        self, expected: Expected, *, deadline: float | None = None, shared: bool = False
     ) -> dict[str, TaskStatus]:
-        """Async twin of :meth:`poll_until_done`, bounded by a wall-clock ``deadline`` (time.time())."""
+        """
+        Async twin of :meth:`poll_until_done`, bounded by a wall-clock ``deadline`` (time.time()).
+
+        ``shared=True`` waits through the process-wide poller of the running event loop instead
+        of this hook's own client: every shared wait on the same connection settings rides the
+        same batched getResponse requests and the same connection pool (what a triggerer running
+        many triggers needs). The statuses, errors and deadline behave exactly as without it.
+        """
         settings = await self.asettings()
-        flow = _flows.wait(
-            _statuses(expected), settings.retry, settings.poll, deadline, settings.max_tasks_per_request
-        )
+        statuses = _statuses(expected)
+        if shared:
+            from airflow_provider_bfl.hooks._coalescer import coalescer_for
+
+            await coalescer_for(settings).wait(statuses, settings.poll, deadline)
+            return statuses
+        flow = _flows.wait(statuses, settings.retry, settings.poll, deadline, settings.max_tasks_per_request)
         return await self._arun(flow)
 
     def generate(self, requests: Iterable[RequestLike], *, timeout: float | None = None) -> list[ImageResult]:
@@ -333,9 +359,8 @@ class BflHook(BaseHook):
         return True, f"Connected to {self.settings.base_url}" + (f" (balance: {balance})" if balance else "")
 
 
-def _redacted(error: BflError, auth: Mapping[str, str]) -> BflError:
+def _redacted(error: BflError, key: str) -> BflError:
     """Strip the key from a message the server may have echoed it into."""
-    key = auth["Authorization"].removeprefix("Bearer ")
     if key and key in error.message:
         error.message = error.message.replace(key, "***")
         error.args = (error._render(),)

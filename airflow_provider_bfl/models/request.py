@@ -22,6 +22,8 @@ SEED_MAX = 2**63 - 1
 OutputType = Literal["URL", "dataURI", "base64Data"]
 OutputFormat = Literal["JPG", "PNG", "WEBP"]
 DeliveryMethod = Literal["sync", "async"]
+#: Output types whose results carry the image bytes themselves (never to be logged or put in XCom).
+BYTE_OUTPUTS = frozenset({"base64Data", "dataURI"})
 
 
 def _is_uuid4(value: str) -> str:

@@ -118,3 +118,28 @@ def validated(items: Sequence[Mapping[str, Any]], task_label: str) -> list[Image
             violations=problems,
         )
     return requests
+
+
+def check_budget(
+    requests: Sequence[ImageInferenceRequest],
+    *,
+    max_images: int | None,
+    max_cost: float | None,
+    price_per_image: float,
+    task_label: str,
+) -> None:
+    """Refuse a batch over its guard before anything is sent (the API bills per image)."""
+    from airflow_provider_bfl.exceptions import BflBudgetExceededError
+
+    images = sum(request.number_results for request in requests)
+    estimate = images * price_per_image
+    if max_images is not None and images > max_images:
+        raise BflBudgetExceededError(
+            f"Task {task_label}: nothing was submitted: the batch asks for {images} images "
+            f"({len(requests)} requests), over max_images={max_images}"
+        )
+    if max_cost is not None and estimate > max_cost:
+        raise BflBudgetExceededError(
+            f"Task {task_label}: nothing was submitted: {images} images at {price_per_image} USD each "
+            f"would cost {estimate:.2f} USD, over max_cost={max_cost}"
+        )

@@ -21,7 +21,8 @@ from airflow_provider_bfl._identity import derived_task_uuid
 from airflow_provider_bfl.defaults import DEFAULT_CONN_ID
 from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
 from airflow_provider_bfl.links import IMAGE_LINK_XCOM_KEY, BflImageLink
-from airflow_provider_bfl.models.results import TaskState, TaskStatus
+from airflow_provider_bfl.models.request import BYTE_OUTPUTS
+from airflow_provider_bfl.models.results import TaskState
 from airflow_provider_bfl.operators import _requests
 
 if TYPE_CHECKING:
@@ -30,15 +31,14 @@ if TYPE_CHECKING:
     from airflow_provider_bfl._flows import SubmitOutcome
     from airflow_provider_bfl.hooks.bfl import BflHook
     from airflow_provider_bfl.models.request import ImageInferenceRequest
+    from airflow_provider_bfl.storage.landing import ImageLander
 
 #: Task state store key (Airflow 3.3) holding the taskUUIDs this task instance submitted.
 STATE_KEY = "bfl_task_uuids"
 #: How many times a retry may replace a generation that failed in an earlier try.
 MAX_GENERATIONS = 5
-#: Byte outputs are fetched again for writing in chunks of this many tasks (bounded memory).
-BYTES_FETCH_CHUNK = 8
-_BYTE_OUTPUTS = frozenset({"base64Data", "dataURI"})
-_EXTENSIONS = {"JPG": "jpg", "PNG": "png", "WEBP": "webp"}
+#: FLUX.1.1 [pro] on Runware, per image (the budget guard's estimate; the API reports the real cost).
+PRICE_PER_IMAGE_USD = 0.04
 
 
 class BflImageInferenceOperator(BaseOperator):
@@ -57,9 +57,19 @@ class BflImageInferenceOperator(BaseOperator):
         submitting, for a :class:`~airflow_provider_bfl.sensors.bfl.BflImageInferenceSensor`.
     :param generation_timeout: seconds to wait for all images before failing (they may still
         finish and be billed; a retry re-attaches to them).
-    :param output_dir: where ``base64Data``/``dataURI`` outputs are written (a local path or an
-        object storage URI). Image bytes never go to XCom or the logs, so these output types
-        require it; each result then carries ``outputURI``.
+    :param destination: where the images are landed (an ``ObjectStoragePath`` URI: ``file://``,
+        ``s3://`` or any scheme an installed provider registers; templated), under
+        ``{destination}/{dag_id}/{run_id}/{taskUUID}/{imageUUID}.{ext}``. Each result then carries
+        ``storedURI``, ``sha256``, ``bytes``, ``contentType``, ``format``, ``width``, ``height``.
+        Required for ``base64Data``/``dataURI`` outputs: image bytes never go to XCom or the logs.
+    :param destination_conn_id: connection for the destination's storage (e.g. ``aws_default``).
+    :param upload_to: an ``s3://bucket/prefix``: each request gets a presigned PUT URL as its
+        ``uploadEndpoint`` so Runware uploads the image itself; the task then checks it arrived.
+    :param max_images: refuse (before sending anything) a batch that would make more images.
+    :param max_cost: refuse a batch whose estimated cost (``price_per_image`` each) is higher.
+
+    Landing a destination's files also emits an asset event for every ``Asset`` in ``outlets``
+    (one for ``destination`` is added when it is a plain URI), and OpenLineage output datasets.
 
     Retries never pay twice: taskUUIDs derive from the task instance, so the next try submits the
     same UUIDs and re-attaches to the generations already running or done. A generation that
@@ -81,7 +91,8 @@ class BflImageInferenceOperator(BaseOperator):
         "upload_endpoint",
         "safety",
         "request",
-        "output_dir",
+        "destination",
+        "upload_to",
     )
     template_fields_renderers = {"request": "json", "prompts": "json", "safety": "json"}
     operator_extra_links = (BflImageLink(),)
@@ -115,9 +126,21 @@ class BflImageInferenceOperator(BaseOperator):
         wait_for_completion: bool = True,
         generation_timeout: float = 3600.0,
         poll_interval: float | None = None,
-        output_dir: str | None = None,
+        destination: str | None = None,
+        destination_conn_id: str | None = None,
+        landing_concurrency: int = 4,
+        upload_to: str | None = None,
+        upload_conn_id: str | None = "aws_default",
+        upload_timeout: float = 300.0,
+        max_images: int | None = None,
+        max_cost: float | None = None,
+        price_per_image: float = PRICE_PER_IMAGE_USD,
         **kwargs: Any,
     ) -> None:
+        if destination and "outlets" not in kwargs and _is_plain_uri(destination):
+            from airflow.providers.common.compat.sdk import Asset
+
+            kwargs["outlets"] = [Asset(destination)]
         super().__init__(**kwargs)
         self.positive_prompt = positive_prompt
         self.prompts = prompts
@@ -144,7 +167,15 @@ class BflImageInferenceOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.generation_timeout = generation_timeout
         self.poll_interval = poll_interval
-        self.output_dir = output_dir
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.landing_concurrency = landing_concurrency
+        self.upload_to = upload_to
+        self.upload_conn_id = upload_conn_id
+        self.upload_timeout = upload_timeout
+        self.max_images = max_images
+        self.max_cost = max_cost
+        self.price_per_image = price_per_image
 
     @property
     def hook(self) -> BflHook:
@@ -178,14 +209,32 @@ class BflImageInferenceOperator(BaseOperator):
         self._explicit_uuids = {
             r.task_uuid for r, item in zip(requests, items, strict=True) if _requests.has_task_uuid(item)
         }
-        needs_bytes_home = [r for r in requests if r.output_type in _BYTE_OUTPUTS]
-        if needs_bytes_home and not self.output_dir and self.wait_for_completion:
+        needs_bytes_home = [r for r in requests if r.output_type in BYTE_OUTPUTS]
+        if needs_bytes_home and not self.destination and self.wait_for_completion:
             raise BflInvalidRequestError(
                 f"Task {label}: outputType {needs_bytes_home[0].output_type!r} returns image bytes, which "
-                "never go to XCom or the logs; set output_dir= to say where the files are written "
+                "never go to XCom or the logs; set destination= to say where the files are written "
                 "(or use outputType 'URL')",
                 parameter="outputType",
             )
+        if self.upload_to:
+            from airflow_provider_bfl.storage.presigned import split_s3_uri
+
+            split_s3_uri(self.upload_to)
+            several = [r for r in requests if r.number_results > 1 or r.upload_endpoint]
+            if several:
+                raise BflInvalidRequestError(
+                    f"Task {label}: upload_to gives each request one uploadEndpoint, so every request needs "
+                    f"numberResults 1 and no uploadEndpoint of its own (taskUUID {several[0].task_uuid})",
+                    parameter="numberResults",
+                )
+        _requests.check_budget(
+            requests,
+            max_images=self.max_images,
+            max_cost=self.max_cost,
+            price_per_image=self.price_per_image,
+            task_label=label,
+        )
         return requests
 
     def _assign_task_uuids(
@@ -246,7 +295,7 @@ class BflImageInferenceOperator(BaseOperator):
         outcome: SubmitOutcome | None = None
         for _ in range(MAX_GENERATIONS):
             self._remember_uuids(context, requests)
-            batch = hook.submit([requests[index] for index in to_send])
+            batch = hook.submit([self._outgoing(context, requests[index]) for index in to_send])
             outcome = batch if outcome is None else _merged(outcome, batch)
             failed_before = self._failed_in_earlier_try(hook, batch) if batch.reattached else set()
             to_send = [index for index in to_send if requests[index].task_uuid in failed_before]
@@ -273,6 +322,27 @@ class BflImageInferenceOperator(BaseOperator):
                 outcome.reattached.remove(old.task_uuid)
         assert outcome is not None
         return requests, outcome
+
+    def _outgoing(self, context: Context, request: ImageInferenceRequest) -> ImageInferenceRequest:
+        """
+        The request as sent: with a presigned ``uploadEndpoint`` when ``upload_to`` is set.
+
+        Added only here, after the taskUUID is fixed: a presigned URL differs on every try and
+        must not feed into the derived taskUUID.
+        """
+        if not self.upload_to:
+            return request
+        from airflow_provider_bfl.operators import _landing
+        from airflow_provider_bfl.storage.presigned import presigned_put_url
+
+        lander = self._lander(context, self.upload_to, self.upload_conn_id)
+        try:
+            target = _landing.upload_target(lander, request)
+        finally:
+            lander.close()
+        bucket, _, key = str(target.path).partition("/")
+        url = presigned_put_url(bucket, key, aws_conn_id=self.upload_conn_id)
+        return type(request).model_validate({**request.to_wire(), "uploadEndpoint": url})
 
     def _failed_in_earlier_try(self, hook: BflHook, outcome: SubmitOutcome) -> set[str]:
         expected = {uuid: outcome.statuses[uuid].expected_images for uuid in outcome.reattached}
@@ -342,73 +412,115 @@ class BflImageInferenceOperator(BaseOperator):
         return self._finish(context, event)
 
     def _finish(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        from airflow_provider_bfl.operators import _landing
+
+        ti = context["ti"]
         results: list[dict[str, Any]] = list(event["results"])
-        if event["status"] != events.SUCCESS:
-            if results:
-                context["ti"].xcom_push(key="partial_results", value=results)
-                self.log.warning("Kept %d image(s) that did arrive (XCom 'partial_results')", len(results))
-            error = events.error_for(event)
-            raise type(error)(
-                f"Task {self.task_id!r}: {error.message}", code=error.code, task_uuid=error.task_uuid
-            )
-        if self.output_dir and any(self._output_type_of(entry) in _BYTE_OUTPUTS for entry in results):
-            results = self._write_byte_outputs(results)
+        requests = getattr(self, "_requests_by_uuid", {})
+        failures: list[tuple[Any, BflError]] = []
+        if results and (self.destination or self.upload_to):
+            # Land what arrived even when a sibling failed: it is paid for, keep it durable.
+            results, failures = self._store(context, results, requests)
+        cost = _landing.total_cost(results)
+        if cost is not None:
+            ti.xcom_push(key="total_cost", value=cost)
         if results and results[0].get("imageURL"):
-            context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value=results[0]["imageURL"])
-        self._log_summary(results)
+            ti.xcom_push(key=IMAGE_LINK_XCOM_KEY, value=results[0]["imageURL"])
+        self._log_summary(results, cost)
+        if event["status"] != events.SUCCESS or failures:
+            if results:
+                ti.xcom_push(key="partial_results", value=results)
+                self.log.warning("Kept %d image(s) that did arrive (XCom 'partial_results')", len(results))
+            raise self._failure(event, failures)
+        self._emit_assets(context, results)
         return results
+
+    def _failure(self, event: dict[str, Any], failures: list[tuple[Any, BflError]]) -> BflError:
+        if event["status"] != events.SUCCESS:
+            error = events.error_for(event)
+        else:
+            first = failures[0][1]
+            details = "; ".join(str(error) for _, error in failures[:5])
+            error = type(first)(f"{len(failures)} image(s) could not be stored: {details}", code=first.code)
+            error.task_uuid = first.task_uuid
+        return type(error)(
+            f"Task {self.task_id!r}: {error.message}", code=error.code, task_uuid=error.task_uuid
+        )
+
+    def _lander(self, context: Context, destination: str, conn_id: str | None) -> ImageLander:
+        from airflow_provider_bfl.storage.landing import ImageLander
+
+        ti = context["ti"]
+        return ImageLander(
+            destination,
+            conn_id=conn_id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            concurrency=self.landing_concurrency,
+        )
+
+    def _store(
+        self, context: Context, results: list[dict[str, Any]], requests: dict[str, ImageInferenceRequest]
+    ) -> tuple[list[dict[str, Any]], list[tuple[Any, BflError]]]:
+        from airflow_provider_bfl.operators import _landing
+
+        if self.upload_to:
+            with self._lander(context, self.upload_to, self.upload_conn_id) as lander:
+                records, failures = _landing.verify_uploads(lander, results, requests, self.upload_timeout)
+            self._stored_root = lander.root
+            self.log.info("Verified %d upload(s) under %s", len(records), lander.root)
+            return records, failures
+        assert self.destination is not None
+        hook = self.hook
+        try:
+            with self._lander(context, self.destination, self.destination_conn_id) as lander:
+                records, failures = _landing.land(lander, hook, results, requests)
+        finally:
+            hook.close()
+        self._stored_root = lander.root
+        self.log.info("Landed %d image(s) under %s (%d failed)", len(records), lander.root, len(failures))
+        return records, failures
+
+    def _emit_assets(self, context: Context, results: list[dict[str, Any]]) -> None:
+        stored = [entry["storedURI"] for entry in results if entry.get("storedURI")]
+        if not stored:
+            return
+        from airflow.providers.common.compat.sdk import Asset
+
+        extra: dict[str, Any] = {
+            "images": len(stored),
+            "storedURIs": stored[:100],
+            "sha256": [str(entry.get("sha256")) for entry in results][:100],
+        }
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = extra
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Where the images were stored, as an OpenLineage output dataset (when that provider is installed)."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        root = getattr(self, "_stored_root", None)
+        if root is None:
+            return OperatorLineage()
+        if root.protocol in ("", "file", "local"):
+            namespace, name = "file", str(root.path)
+        else:
+            namespace, name = (
+                f"{root.protocol}://{str(root.path).partition('/')[0]}",
+                str(root.path).partition("/")[2],
+            )
+        return OperatorLineage(outputs=[Dataset(namespace=namespace, name=name or "/")])
 
     # -- results ----------------------------------------------------------------------------
 
-    def _output_type_of(self, entry: dict[str, Any]) -> str:
-        request = getattr(self, "_requests_by_uuid", {}).get(entry.get("taskUUID"))
-        if request is not None:
-            return request.output_type
-        return "URL" if entry.get("imageURL") else (self.output_type or "URL")
-
-    def _write_byte_outputs(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Fetch base64/dataURI images again (they are never in events or XCom) and write them."""
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-        assert self.output_dir is not None
-        root = ObjectStoragePath(self.output_dir)
-        formats = {
-            uuid: request.output_format for uuid, request in getattr(self, "_requests_by_uuid", {}).items()
-        }
-        uuids = list(dict.fromkeys(entry["taskUUID"] for entry in results))
-        written: dict[str, str] = {}
-        hook = self.hook
-        try:
-            for start in range(0, len(uuids), BYTES_FETCH_CHUNK):
-                chunk = uuids[start : start + BYTES_FETCH_CHUNK]
-                statuses: dict[str, TaskStatus] = hook.get_status(chunk)
-                for status in statuses.values():
-                    for result in status.results:
-                        data = result.image_bytes()
-                        if data is None or result.image_uuid is None:
-                            continue
-                        extension = _EXTENSIONS.get(formats.get(status.task_uuid, "JPG"), "jpg")
-                        target = root / status.task_uuid / f"{result.image_uuid}.{extension}"
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(data)
-                        written[result.image_uuid] = str(target)
-        finally:
-            hook.close()
-        self.log.info("Wrote %d image file(s) under %s", len(written), self.output_dir)
-        return [
-            {**entry, "outputURI": written[entry["imageUUID"]]}
-            if entry.get("imageUUID") in written
-            else entry
-            for entry in results
-        ]
-
-    def _log_summary(self, results: list[dict[str, Any]]) -> None:
+    def _log_summary(self, results: list[dict[str, Any]], cost: float | None) -> None:
         requests = getattr(self, "_requests_by_uuid", {})
-        costs = [entry["cost"] for entry in results if isinstance(entry.get("cost"), int | float)]
         for entry in results:
             request = requests.get(entry.get("taskUUID"))
             size = f"{request.width}x{request.height}" if request else "?"
-            where = entry.get("outputURI") or entry.get("imageURL") or "-"
+            where = entry.get("storedURI") or entry.get("imageURL") or "-"
             self.log.info(
                 "image %s  %s  seed=%s  cost=%s  %s",
                 entry.get("imageUUID"),
@@ -417,8 +529,8 @@ class BflImageInferenceOperator(BaseOperator):
                 entry.get("cost"),
                 where,
             )
-        if costs:
-            self.log.info("Generated %d image(s); total cost %.4f USD", len(results), sum(costs))
+        if cost is not None:
+            self.log.info("Generated %d image(s); total cost %.4f USD", len(results), cost)
 
 
 def _identity(context: Context) -> dict[str, Any]:
@@ -442,3 +554,8 @@ def _rejected_error(task_id: str, outcome: SubmitOutcome) -> BflError:
         f" {running} other generation(s) were accepted; a retry re-attaches to them." if running else ""
     )
     return type(first)(message, code=first.code, parameter=first.parameter, task_uuid=first.task_uuid)
+
+
+def _is_plain_uri(value: str) -> bool:
+    """A literal ``scheme://...`` (not a template), usable as an Asset URI at parse time."""
+    return "{{" not in value and "://" in value

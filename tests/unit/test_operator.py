@@ -126,7 +126,7 @@ def test_validation_message_names_task_parameter_value_and_range() -> None:
         ({"prompts": [], "width": 512, "height": 512}, "prompts is empty"),
         (
             {"positive_prompt": "ab", "width": 512, "height": 512, "output_type": "base64Data"},
-            "set output_dir=",
+            "set destination=",
         ),
         ({"positive_prompt": "ab", "width": 512, "height": 512, "widht": 3}, None),
     ],
@@ -264,12 +264,12 @@ def test_byte_outputs_are_written_to_output_dir_never_to_xcom(
         with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
             BflImageInferenceOperator(
                 task_id="generate", positive_prompt="a red bicycle", width=256, height=256,
-                output_type="base64Data", output_format="PNG", output_dir={str(tmp_path)!r}, deferrable=False,
+                output_type="base64Data", output_format="PNG", destination={"file://" + str(tmp_path)!r}, deferrable=False,
             )
         """
     )
     assert task_states(dag_run) == {"generate": "success"}
     [entry] = xcom(dag_run, "generate")
     assert "imageBase64Data" not in entry and "imageURL" not in entry
-    written = Path(entry["outputURI"].removeprefix("file://"))
+    written = Path(entry["storedURI"].removeprefix("file://"))
     assert written.suffix == ".png" and written.read_bytes().startswith(b"\x89PNG")

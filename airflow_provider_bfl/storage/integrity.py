@@ -1,0 +1,78 @@
+"""What makes landed bytes trustworthy: the format they claim, a structure Pillow accepts, a sane size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO
+
+from airflow_provider_bfl.exceptions import BflImageIntegrityError
+
+#: File signatures of the formats the model can produce.
+MAGIC = {
+    "JPG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "WEBP": (b"RIFF",),
+}
+CONTENT_TYPES = {"JPG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+EXTENSIONS = {"JPG": "jpg", "PNG": "png", "WEBP": "webp"}
+_PILLOW_FORMATS = {"JPEG": "JPG", "PNG": "PNG", "WEBP": "WEBP"}
+#: Smallest plausible encoded image (a 256x256 JPEG of one flat colour is still ~1 KB).
+MIN_BYTES = 200
+#: Largest plausible one: a 1440x1440 PNG of noise is ~6 MB; anything far beyond is not ours.
+MAX_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    format: str
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format the first bytes announce, or None."""
+    for name, signatures in MAGIC.items():
+        if any(head.startswith(signature) for signature in signatures):
+            if name == "WEBP" and head[8:12] != b"WEBP":
+                continue
+            return name
+    return None
+
+
+def verify(file: IO[bytes], size: int, expected_format: str, where: str) -> ImageFacts:
+    """
+    Check an image file before it is committed; raise :class:`BflImageIntegrityError` if it is off.
+
+    Checks the size bounds, the magic bytes against the requested format, and that Pillow parses
+    the structure (header and, for PNG, chunk checksums). Decoding every pixel is left to QA.
+    """
+    if size < MIN_BYTES or size > MAX_BYTES:
+        raise BflImageIntegrityError(
+            f"{where}: {size} bytes is not a plausible image size ({MIN_BYTES}..{MAX_BYTES})"
+        )
+    file.seek(0)
+    head = file.read(16)
+    found = sniff_format(head)
+    if found is None:
+        raise BflImageIntegrityError(f"{where}: the bytes are not an image (they start with {head[:8]!r})")
+    if found != expected_format:
+        raise BflImageIntegrityError(f"{where}: expected a {expected_format} image, got {found} bytes")
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise BflImageIntegrityError(
+            "Verifying images needs Pillow: pip install 'airflow-provider-bfl[images]'"
+        ) from None
+    file.seek(0)
+    try:
+        with Image.open(file) as image:
+            width, height = image.size
+            pillow_format = image.format or ""
+            image.verify()
+    except Exception as exc:
+        raise BflImageIntegrityError(f"{where}: the image is damaged ({type(exc).__name__}: {exc})") from None
+    return ImageFacts(_PILLOW_FORMATS.get(pillow_format, pillow_format), width, height)

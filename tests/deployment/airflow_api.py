@@ -1,0 +1,270 @@
+"""Thin clients for what the deployment tests read back: Airflow's REST API (v2) and the emulator's control API.
+
+Outcomes are read the way an operator of the deployment would read them, over HTTP: DAG run and
+task instance states, tries, XCom, rendered fields and logs. Nothing here imports Airflow internals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+T = TypeVar("T")
+
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
+
+
+class WaitTimeout(AssertionError):
+    """A condition the test waited for did not come true in time (an assertion failure, with context)."""
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.25,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """Call ``probe`` until it returns something other than None/False; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() >= deadline:
+            detail = f"\n{context()}" if context is not None else ""
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+class AirflowApi:
+    """The parts of ``/api/v2`` the scenarios use (simple auth manager, all admins: no login)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30.0, trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _get(self, path: str, **params: Any) -> Any:
+        response = self.http.get(path, params=params or None)
+        response.raise_for_status()
+        return response.json()
+
+    # -- health and DAGs ----------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        try:
+            response = self.http.get("/monitor/health")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/monitor/health")
+        return result
+
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        response = self.http.get(f"/dags/{_q(dag_id)}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get("/importErrors")["import_errors"]
+        return result
+
+    # -- runs -----------------------------------------------------------------------------------
+    def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
+        response = self.http.post(f"/dags/{_q(dag_id)}/dagRuns", json=body)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}")
+        return result
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            run = self.dag_run(dag_id, run_id)
+            return run if run["state"] in FINISHED_RUN_STATES else None
+
+        return wait_for(
+            f"DAG run {dag_id}/{run_id} to finish",
+            finished,
+            timeout,
+            interval=0.5,
+            context=lambda: self.describe_run(dag_id, run_id),
+        )
+
+    def describe_run(self, dag_id: str, run_id: str) -> str:
+        """Run and task states, for failure messages."""
+        try:
+            run = self.dag_run(dag_id, run_id)
+            tis = self.task_instances(dag_id, run_id)
+        except httpx.HTTPError as exc:
+            return f"(could not read the run: {exc})"
+        states = ", ".join(f"{ti['task_id']}={ti['state']} (try {ti['try_number']})" for ti in tis)
+        return f"run state={run['state']}; tasks: {states}"
+
+    # -- task instances -------------------------------------------------------------------------
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances")[
+            "task_instances"
+        ]
+        return result
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}"
+        )
+        return result
+
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout: float
+    ) -> dict[str, Any]:
+        wanted = set(states)
+
+        def reached() -> dict[str, Any] | None:
+            ti = self.task_instance(dag_id, run_id, task_id)
+            return ti if ti["state"] in wanted else None
+
+        return wait_for(
+            f"task {dag_id}/{run_id}/{task_id} to reach {sorted(wanted)}",
+            reached,
+            timeout,
+            context=lambda: self.describe_run(dag_id, run_id),
+        )
+
+    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/tries"
+        )["task_instances"]
+        return result
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, new_state: str) -> Any:
+        response = self.http.patch(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}",
+            json={"new_state": new_state},
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def clear_task(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        response = self.http.post(
+            f"/dags/{_q(dag_id)}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": [task_id],
+                "only_failed": False,
+                "reset_dag_runs": True,
+            },
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def state_store(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        return self._get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/state-store")
+
+    # -- XCom and logs --------------------------------------------------------------------------
+    def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries"
+        )["xcom_entries"]
+        return result
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """The deserialized XCom value, or None when the task pushed none under ``key``."""
+        response = self.http.get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/{_q(key)}",
+            params={"deserialize": "true"},
+        )
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()["value"]
+
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The full log of one try as text (task output and, for deferred tries, the trigger's)."""
+        response = self.http.get(
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        response.raise_for_status()
+        content = response.json()["content"]
+        return _log_text(content)
+
+    def event_logs(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._get("/eventLogs", limit=1000)["event_logs"]
+        return result
+
+
+def _log_text(content: Any) -> str:
+    """Structured log content (a list of events or strings) as plain text lines."""
+    if isinstance(content, str):
+        return content
+    lines = []
+    for item in content or []:
+        if isinstance(item, Mapping):
+            extras = " ".join(f"{k}={v}" for k, v in item.items() if k not in ("event", "timestamp", "level"))
+            lines.append(
+                f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')} {extras}"
+            )
+        else:
+            lines.append(str(item))
+    return "\n".join(lines)
+
+
+class EmulatorControl:
+    """The emulator's ``/_emulator/`` control API, from the test process."""
+
+    def __init__(self, origin: str) -> None:
+        self.http = httpx.Client(base_url=f"{origin.rstrip('/')}/_emulator", timeout=10.0, trust_env=False)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, route: str, body: Any = None) -> Any:
+        response = self.http.request(method, route, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def healthy(self) -> bool:
+        try:
+            return bool(self._call("GET", "health")["ok"])
+        except httpx.HTTPError:
+            return False
+
+    def counters(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "counters")
+        return result
+
+    def configure(self, **settings: Any) -> None:
+        self._call("POST", "config", settings)
+
+    def inject(self, *faults: Mapping[str, Any]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("POST", "faults", [dict(fault) for fault in faults])[
+            "pending"
+        ]
+        return result
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "faults")["pending"]
+        return result
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")

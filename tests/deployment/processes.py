@@ -1,0 +1,180 @@
+"""Starting, crashing and reaping the processes of a test deployment, without leaking any.
+
+Every process gets its own session (so its process group is its own) and an environment marker
+naming the deployment. Stopping walks the process tree (Airflow's supervisors put task and trigger
+runners in process groups of their own, so a group signal alone would miss them), sends SIGTERM,
+then SIGKILL to whatever is left. A last sweep finds strays by the marker, also from ``atexit``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+#: Environment variable set in every process of a deployment; its value identifies the deployment.
+MARKER_ENV = "BFL_DEPLOYMENT_RUN"
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Service:
+    """One long-running process of the deployment, its output going to ``log_path``."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    cwd: Path
+    process: subprocess.Popen[bytes]
+    starts: int = 1
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class ProcessRegistry:
+    """Every process a deployment started; :meth:`stop_all` leaves none behind."""
+
+    run_id: str
+    env: Mapping[str, str]
+    services: dict[str, Service] = field(default_factory=dict)
+    _log_handles: list[IO[bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        atexit.register(self.stop_all)
+
+    def start(self, name: str, argv: Sequence[str], log_path: Path, cwd: Path) -> Service:
+        """Start ``argv`` in a new session; stdout and stderr are appended to ``log_path``."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = log_path.open("ab")
+        self._log_handles.append(handle)
+        process = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env={**self.env, MARKER_ENV: self.run_id},
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        previous = self.services.get(name)
+        starts = previous.starts + 1 if previous else 1
+        service = Service(name, argv, log_path, cwd, process, starts=starts)
+        self.services[name] = service
+        return service
+
+    def restart(self, name: str) -> Service:
+        old = self.services[name]
+        return self.start(name, old.argv, old.log_path, old.cwd)
+
+    def crash(self, name: str) -> list[int]:
+        """SIGKILL a service and everything below it at once, as a machine failure would."""
+        service = self.services[name]
+        victims = _tree(service.pid)
+        _signal_all(victims, signal.SIGKILL)
+        _wait_gone(victims, timeout=10.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=5.0)
+        return [process.pid for process in victims]
+
+    def kill_pid(self, pid: int) -> None:
+        """SIGKILL one process (and what it spawned) that belongs to this deployment."""
+        victims = _tree(pid)
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                if victim.environ().get(MARKER_ENV) != self.run_id:
+                    raise RuntimeError(f"process {victim.pid} is not part of deployment {self.run_id}")
+        _signal_all(victims, signal.SIGKILL)
+        _wait_gone(victims, timeout=10.0)
+
+    def stop(self, name: str, grace: float = 10.0) -> None:
+        service = self.services.get(name)
+        if service is not None:
+            _terminate(_tree(service.pid), grace)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=1.0)
+
+    def stop_all(self, grace: float = 10.0) -> None:
+        """Stop every service (reverse start order), then sweep strays carrying the marker."""
+        for name in reversed(list(self.services)):
+            self.stop(name, grace)
+        _terminate(self.strays(), grace=2.0)
+        for handle in self._log_handles:
+            handle.close()
+        self._log_handles.clear()
+
+    def strays(self) -> list[psutil.Process]:
+        """Live processes of this deployment, found by their environment marker."""
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.pid != os.getpid() and process.environ().get(MARKER_ENV) == self.run_id:
+                    found.append(process)
+        return found
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    try:
+        children = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    return [root, *children]
+
+
+def _signal_all(processes: Iterable[psutil.Process], sig: signal.Signals) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(sig)
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return list(alive)
+
+
+def _terminate(processes: list[psutil.Process], grace: float) -> None:
+    """SIGTERM, wait up to ``grace`` seconds, SIGKILL the rest (and anything they spawned meanwhile)."""
+    if not processes:
+        return
+    _signal_all(processes, signal.SIGTERM)
+    alive = _wait_gone(processes, timeout=grace)
+    deadline = time.monotonic() + 5.0
+    while alive and time.monotonic() < deadline:
+        more = [child for process in alive for child in _children(process)]
+        _signal_all([*alive, *more], signal.SIGKILL)
+        alive = _wait_gone([*alive, *more], timeout=1.0)
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return list(process.children(recursive=True))
+    except psutil.Error:
+        return []
