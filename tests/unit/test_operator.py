@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_bfl.exceptions import BflInvalidRequestError
+from airflow_provider_bfl.exceptions import BflContentModeratedError, BflError, BflInvalidRequestError
 from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from tests.conftest import DAGS_FOLDER
@@ -273,3 +273,33 @@ def test_byte_outputs_are_written_to_output_dir_never_to_xcom(
     assert "imageBase64Data" not in entry and "imageURL" not in entry
     written = Path(entry["storedURI"].removeprefix("file://"))
     assert written.suffix == ".png" and written.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("event", "fragment"),
+    [
+        (None, "Expected a trigger event"),
+        ({"status": "success"}, "missing task_uuids"),
+        ({"status": "weird", "task_uuids": [], "results": [], "failures": [], "pending": [], "message": ""}, "Unknown trigger event status 'weird'"),
+    ],
+)
+def test_execute_complete_rejects_missing_or_unknown_events(event: Any, fragment: str) -> None:
+    operator = BflImageInferenceOperator(task_id="t", positive_prompt="a lamp", width=256, height=256)
+    with pytest.raises(BflError, match=fragment):
+        operator.execute_complete(context={}, event=event)
+
+
+def test_execute_complete_raises_the_family_the_api_reported() -> None:
+    operator = BflImageInferenceOperator(task_id="hero", positive_prompt="a lamp", width=256, height=256)
+    event = {
+        "status": "error",
+        "task_uuids": ["5c7a9c23-6866-4003-93b9-d3f52e15111b"],
+        "results": [],
+        "failures": [{"taskUUID": "5c7a9c23-6866-4003-93b9-d3f52e15111b", "code": "contentPolicyViolation", "message": "refused", "error": "BflContentModeratedError"}],
+        "pending": [],
+        "message": "1 of 1 generation(s) failed: 5c7a9c23-6866-4003-93b9-d3f52e15111b: contentPolicyViolation: refused",
+    }
+    with pytest.raises(BflContentModeratedError) as caught:
+        operator.execute_complete(context={"ti": None}, event=event)
+    assert "Task 'hero'" in str(caught.value) and "contentPolicyViolation" in str(caught.value)
+    assert caught.value.task_uuid == "5c7a9c23-6866-4003-93b9-d3f52e15111b"
