@@ -280,7 +280,17 @@ def test_byte_outputs_are_written_to_output_dir_never_to_xcom(
     [
         (None, "Expected a trigger event"),
         ({"status": "success"}, "missing task_uuids"),
-        ({"status": "weird", "task_uuids": [], "results": [], "failures": [], "pending": [], "message": ""}, "Unknown trigger event status 'weird'"),
+        (
+            {
+                "status": "weird",
+                "task_uuids": [],
+                "results": [],
+                "failures": [],
+                "pending": [],
+                "message": "",
+            },
+            "Unknown trigger event status 'weird'",
+        ),
     ],
 )
 def test_execute_complete_rejects_missing_or_unknown_events(event: Any, fragment: str) -> None:
@@ -295,7 +305,14 @@ def test_execute_complete_raises_the_family_the_api_reported() -> None:
         "status": "error",
         "task_uuids": ["5c7a9c23-6866-4003-93b9-d3f52e15111b"],
         "results": [],
-        "failures": [{"taskUUID": "5c7a9c23-6866-4003-93b9-d3f52e15111b", "code": "contentPolicyViolation", "message": "refused", "error": "BflContentModeratedError"}],
+        "failures": [
+            {
+                "taskUUID": "5c7a9c23-6866-4003-93b9-d3f52e15111b",
+                "code": "contentPolicyViolation",
+                "message": "refused",
+                "error": "BflContentModeratedError",
+            }
+        ],
         "pending": [],
         "message": "1 of 1 generation(s) failed: 5c7a9c23-6866-4003-93b9-d3f52e15111b: contentPolicyViolation: refused",
     }
