@@ -37,7 +37,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "FLUX.1.1 [pro] on Runware",
-                "python-modules": ["airflow_provider_bfl.operators.bfl"],
+                "python-modules": ["airflow_provider_bfl.operators.bfl", "airflow_provider_bfl.operators.qa"],
             }
         ],
         "sensors": [

@@ -16,14 +16,31 @@ Checks (``airflow_provider_bfl.qa.checks``): ``decodes``, ``format``, ``dimensio
 :class:`~airflow_provider_bfl.qa.operator.BflImageQAOperator`; the reviewer's one-page overview is
 :func:`~airflow_provider_bfl.qa.contact_sheet.make_contact_sheet`.
 
-Importing this package does not import Pillow: it is loaded on the first image decoded.
+Importing this package imports neither Pillow (loaded on the first image decoded) nor Airflow
+(loaded with the operator, on first use of ``BflImageQAOperator``), so the functions stay cheap to
+import in any process.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_bfl.qa.config import CHECKS, DEFAULT_POLICIES, POLICIES, Policy, QAConfig
 from airflow_provider_bfl.qa.enforcement import apply_policies, passed_records, qa_images
 from airflow_provider_bfl.qa.errors import QAFailedError, QAInputError
 from airflow_provider_bfl.qa.evaluation import evaluate
-from airflow_provider_bfl.qa.operator import BflImageQAOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_bfl.qa.operator import BflImageQAOperator
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BflImageQAOperator":
+        from airflow_provider_bfl.qa.operator import BflImageQAOperator
+
+        return BflImageQAOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CHECKS",

@@ -123,7 +123,7 @@ def near_duplicates(
                 )
             )
         elif position < 0:
-            results.append(CheckResult(True, "first image of the batch"))
+            results.append(CheckResult(True, "no earlier image to compare with"))
         else:
             results.append(
                 CheckResult(

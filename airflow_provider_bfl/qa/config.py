@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 
 from airflow_provider_bfl.qa.errors import QAInputError
+from airflow_provider_bfl.qa.imaging import HASH_BITS
 
 Policy = Literal["fail", "quarantine", "skip", "off"]
 
@@ -104,7 +105,7 @@ class QAConfig:
                 f"min_bytes ({self.min_bytes}) is larger than max_bytes ({self.max_bytes})",
                 parameter=("min_bytes", "max_bytes"),
             )
-        _require_number("max_duplicate_distance", self.max_duplicate_distance, 0, 128, integer=True)
+        _require_number("max_duplicate_distance", self.max_duplicate_distance, 0, HASH_BITS, integer=True)
         for name in ("quarantine_prefix", "conn_id"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -130,23 +131,23 @@ class QAConfig:
         merged: dict[str, Any] = dict(policies or {})
         options: dict[str, Any] = {}
         for key, value in kwargs.items():
-            if key in CHECKS:
-                if key in merged:
-                    raise QAInputError(
-                        f"The policy of {key!r} is given twice (as {key}= and in policies=); keep one",
-                        parameter=key,
-                    )
-                if value is not None:
-                    merged[key] = value
-            elif key in settings:
-                if value is not None:
-                    options[key] = value
-            else:
+            if key not in CHECKS and key not in settings:
                 raise QAInputError(
                     f"Unknown QA setting {key!r}. Expected a check ({', '.join(CHECKS)}) or one of: "
                     f"{', '.join(sorted(settings))}",
                     parameter=key,
                 )
+            if value is None:  # "not given": the operator passes every keyword it has
+                continue
+            if key not in CHECKS:
+                options[key] = value
+            elif key in merged:
+                raise QAInputError(
+                    f"The policy of {key!r} is given twice (as {key}= and in policies=); keep one",
+                    parameter=key,
+                )
+            else:
+                merged[key] = value
         return cls(policies=merged, **options)
 
 

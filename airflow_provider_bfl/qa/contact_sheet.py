@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow_provider_bfl.qa import storage
 from airflow_provider_bfl.qa.errors import QAInputError
+from airflow_provider_bfl.qa.imaging import require_pillow
 from airflow_provider_bfl.qa.report import failed_checks, summary_line
 
 GAP = 8
@@ -71,6 +72,7 @@ def make_contact_sheet(
     ``destination`` is a local path or an object storage URI (``s3://bucket/qa/sheet.png``);
     ``title`` goes before the run summary (e.g. the DAG run id).
     """
+    require_pillow()
     from PIL import Image, ImageDraw
 
     count = len(verdicts)

@@ -15,7 +15,7 @@ from typing import Any
 from airflow_provider_bfl.qa import checks, storage
 from airflow_provider_bfl.qa.config import CHECKS, POLICIES, QAConfig
 from airflow_provider_bfl.qa.errors import QAInputError
-from airflow_provider_bfl.qa.imaging import ImageFacts, measure
+from airflow_provider_bfl.qa.imaging import ImageFacts, measure, require_pillow
 from airflow_provider_bfl.qa.report import image_label
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def evaluate(records: Iterable[Mapping[str, Any]], config: QAConfig | None = Non
     """
     config = config or QAConfig()
     items = validated_records(records, config)
+    require_pillow()
     labels = [image_label(index, record) for index, record in enumerate(items)]
     results: list[dict[str, checks.CheckResult]] = []
     hashes: list[int | None] = []

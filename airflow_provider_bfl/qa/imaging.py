@@ -21,6 +21,17 @@ HASH_SIDE = 8
 HASH_BITS = 2 * HASH_SIDE * HASH_SIDE
 
 
+PILLOW_MISSING = "Image QA needs Pillow: pip install 'airflow-provider-bfl[images]'"
+
+
+def require_pillow() -> None:
+    """Fail before reading a whole batch when the ``images`` extra is not installed."""
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise ImportError(PILLOW_MISSING) from None
+
+
 @dataclass(frozen=True)
 class ImageFacts:
     """What one decode of an image told us; ``error`` is set (and the rest empty) when it failed."""
@@ -39,7 +50,12 @@ class ImageFacts:
 
 
 def measure(data: bytes) -> ImageFacts:
-    """Decode ``data`` completely and measure it; a decode failure is reported, not raised."""
+    """
+    Decode ``data`` completely and measure it; a decode failure is reported, not raised.
+
+    Relies on Pillow refusing truncated files, its default: code that sets the process-wide
+    ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` makes truncated images decode (QA leaves it alone).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:

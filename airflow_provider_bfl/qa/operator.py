@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -42,8 +42,10 @@ class BflImageQAOperator(BaseOperator):
     """
     Check every landed image; return one verdict per image and push the passing records.
 
-    :param images: the landed image records, usually ``images=land_task.output`` (a list of dicts,
-        or its JSON / Python-literal text when rendered from a Jinja template).
+    :param images: the landed image records, usually ``images=generate.output`` of a
+        :class:`~airflow_provider_bfl.operators.bfl.BflImageInferenceOperator` with ``destination=``
+        (a list of dicts; a mapped task's list of lists is flattened; JSON or Python-literal text
+        from a Jinja template is decoded).
     :param policies: per-check policies, e.g. ``{"nsfw": "fail", "near_duplicate": "off"}``.
     :param decodes: shorthand for ``policies={"decodes": ...}``; likewise ``format``,
         ``dimensions``, ``not_blank``, ``file_size``, ``nsfw``, ``near_duplicate``. A check named
@@ -57,7 +59,8 @@ class BflImageQAOperator(BaseOperator):
         a ``quarantine`` folder beside the landing root.
     :param conn_id: Airflow connection for the object store holding the images.
     :param contact_sheet: if set, a PNG contact sheet of the run is written there (templated URI
-        or local path) and its URI pushed as XCom ``contact_sheet``; written on failure too.
+        or local path) and its URI pushed as XCom ``contact_sheet``; written when QA fails too. A
+        sheet that cannot be written is logged as a warning and never changes the QA outcome.
 
     Returns the verdicts (XCom ``return_value``) and pushes the passing records, in the landing
     shape, as XCom ``passed``. On a ``"fail"`` policy the task fails after all quarantine moves,
@@ -128,8 +131,7 @@ class BflImageQAOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         config = self.qa_config()
-        records = _decoded(self.images, "images") if isinstance(self.images, str) else self.images
-        verdicts = evaluate(records, config)
+        verdicts = evaluate(_records(self.images), config)
         failure: QAFailedError | None = None
         try:
             verdicts = apply_policies(verdicts, config)
@@ -138,19 +140,41 @@ class BflImageQAOperator(BaseOperator):
         self.log.info("Image QA results\n%s", format_table(verdicts))
         ti = context["ti"]
         if self.contact_sheet and verdicts:
-            from airflow_provider_bfl.qa.contact_sheet import make_contact_sheet
-
-            sheet = make_contact_sheet(
-                verdicts, self.contact_sheet, conn_id=self.conn_id, title=f"{ti.dag_id} {ti.run_id}"
-            )
-            self.log.info("Contact sheet: %s", sheet)
-            ti.xcom_push(key=CONTACT_SHEET_XCOM_KEY, value=sheet)
+            self._write_contact_sheet(context, verdicts)
         if failure is not None:
             ti.xcom_push(key=VERDICTS_XCOM_KEY, value=verdicts)
             raise failure
         passed = passed_records(verdicts)
         ti.xcom_push(key=PASSED_XCOM_KEY, value=passed)
         return verdicts
+
+    def _write_contact_sheet(self, context: Context, verdicts: list[dict[str, Any]]) -> None:
+        """The sheet is a view of the verdicts, not a gate: failing to write it is logged, not raised."""
+        from airflow_provider_bfl.qa.contact_sheet import make_contact_sheet
+
+        assert self.contact_sheet is not None
+        ti = context["ti"]
+        try:
+            sheet = make_contact_sheet(
+                verdicts, self.contact_sheet, conn_id=self.conn_id, title=f"{ti.dag_id} {ti.run_id}"
+            )
+        except Exception as exc:
+            self.log.warning("Could not write the contact sheet to %s: %s", self.contact_sheet, exc)
+            return
+        self.log.info("Contact sheet: %s", sheet)
+        ti.xcom_push(key=CONTACT_SHEET_XCOM_KEY, value=sheet)
+
+
+def _records(images: Any) -> Any:
+    """The rendered ``images`` as records: text decoded, a mapped task's list of lists flattened."""
+    if isinstance(images, str):
+        images = _decoded(images, "images")
+    if isinstance(images, Mapping) or not isinstance(images, Iterable):
+        return images  # evaluate() refuses it with a message that says what it expects
+    items = list(images)
+    if items and all(isinstance(item, list | tuple) for item in items):
+        return [record for group in items for record in group]
+    return items
 
 
 def _decoded(value: str, name: str) -> Any:

@@ -7,11 +7,12 @@ already there::
 
     <quarantine_prefix>/<taskUUID>/<file name>
 
-Without a ``quarantine_prefix`` the prefix is a ``quarantine`` folder beside the landing root: the
-root is the folder above the image's folder when that folder is named after its taskUUID (the
-landing layout ``<root>/<taskUUID>/<imageUUID>.<ext>``), else the image's own folder::
+Without a ``quarantine_prefix`` the prefix is a ``quarantine`` folder beside the image's taskUUID
+folder (or, when the image's folder is not named after its taskUUID, inside the image's folder).
+With the landing layout ``{destination}/{dag_id}/{run_id}/{taskUUID}/{imageUUID}.{ext}`` that is
+one quarantine per DAG run::
 
-    s3://bucket/run-1/3f2c.../9a1b....png  ->  s3://bucket/run-1/quarantine/3f2c.../9a1b....png
+    s3://bucket/out/nightly/run_1/3f2c.../9a1b....png -> s3://bucket/out/nightly/run_1/quarantine/3f2c.../9a1b....png
 
 The move stays on the same store and connection, so on object stores it is a server-side copy and
 delete, never a download.
@@ -47,10 +48,6 @@ def path_of(uri: str, conn_id: str | None = None) -> ObjectStoragePath:
 
 def read_bytes(uri: str, conn_id: str | None = None) -> bytes:
     return path_of(uri, conn_id).read_bytes()
-
-
-def exists(uri: str, conn_id: str | None = None) -> bool:
-    return bool(path_of(uri, conn_id).exists())
 
 
 def quarantine_uri(stored_uri: str, task_uuid: str | None, prefix: str | None = None) -> str:

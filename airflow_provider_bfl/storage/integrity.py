@@ -16,8 +16,9 @@ MAGIC = {
 CONTENT_TYPES = {"JPG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 EXTENSIONS = {"JPG": "jpg", "PNG": "png", "WEBP": "webp"}
 _PILLOW_FORMATS = {"JPEG": "JPG", "PNG": "PNG", "WEBP": "WEBP"}
-#: Smallest plausible encoded image (a 256x256 JPEG of one flat colour is still ~1 KB).
-MIN_BYTES = 200
+#: Smallest plausible encoded image: a flat 256x256 WEBP is ~40 bytes. Whether a tiny or blank
+#: image is acceptable is QA's call (file_size/not_blank checks), not landing's.
+MIN_BYTES = 32
 #: Largest plausible one: a 1440x1440 PNG of noise is ~6 MB; anything far beyond is not ours.
 MAX_BYTES = 32 * 1024 * 1024
 

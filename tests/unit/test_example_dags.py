@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +77,84 @@ def test_spec_examples_dag_runs_all_five(bfl_conn: RunwareEmulator, deferrable: 
 def test_catalogue_pipeline_runs_end_to_end(
     bfl_conn: RunwareEmulator, deferrable: bool, tmp_path: Path
 ) -> None:
-    bfl_conn.latency = 0.2
+    """Generate, land, QA (one blank, one flagged), auto-review, publish, contact sheet."""
+    bfl_conn.configure(latency=0.2, blank_prompt_marker="stoneware mug", nsfw_marker="cognac leather")
     dag = _installed(PIPELINE_DAG)
     _set_deferrable(dag, deferrable)
-    run = dag.test(run_conf={"output_dir": str(tmp_path)})
-    assert set(task_states(run).values()) == {"success"}, task_states(run)
-    manifest = xcom(run, "publish")
-    assert len(manifest) == 8  # six products + two variants
-    for entry in manifest:
-        assert Path(entry["file"]).stat().st_size > 1000
-        assert entry["cost"] == 0.04
-    assert manifest[0]["prompt"].startswith("Studio product photo of a brushed brass desk lamp")
+    run = dag.test(run_conf={"destination": f"file://{tmp_path}", "review": "auto"})
+    states = task_states(run)
+    assert states.pop("human_review") == "skipped"
+    assert set(states.values()) == {"success"}, states
+    verdicts = xcom(run, "qa")
+    assert len(verdicts) == 8  # six products + two variants
+    actions = sorted(v["qa"]["action"] for v in verdicts)
+    assert actions == ["kept"] * 6 + ["quarantined"] * 2
+    failed = {tuple(r.split(":")[0] for r in v["qa"]["reasons"]) for v in verdicts if not v["qa"]["passed"]}
+    assert failed == {("not_blank",), ("nsfw",)}
+    published = xcom(run, "publish")
+    assert len(published) == 6
+    for record in published:
+        path = Path(record["publishedURI"].removeprefix("file://"))
+        assert path.is_relative_to(tmp_path / "published") and path.stat().st_size == record["bytes"]
+    sheet = Path(xcom(run, "qa", key="contact_sheet").removeprefix("file://"))
+    assert sheet.read_bytes().startswith(b"\x89PNG")
     assert bfl_conn.snapshot().images_billed == 8
+
+
+def _answer_review(chosen: list[str], stop: threading.Event) -> None:
+    """
+    Play the reviewer: record the answer exactly as Airflow's HITL REST endpoint does.
+
+    (``dag.test()`` has no api-server; this mirrors its update: response fields, then the
+    event-driven resume of the parked task instance.)
+    """
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.trigger import handle_event_submit
+    from airflow.sdk import timezone
+    from airflow.triggers.base import TriggerEvent
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    while not stop.is_set():
+        with create_session() as session:
+            ti = session.scalars(
+                select(TaskInstance).where(
+                    TaskInstance.task_id == "human_review",
+                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                )
+            ).first()
+            detail = session.get(HITLDetail, ti.id) if ti is not None else None
+            if ti is not None and detail is not None:
+                detail.chosen_options = chosen
+                detail.params_input = {"exclude": []}
+                detail.responded_at = timezone.utcnow()
+                detail.responded_by = {"id": "reviewer-1", "name": "Catalogue reviewer"}
+                session.add(detail)
+                handle_event_submit(
+                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                )
+                return
+        stop.wait(0.2)
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("decision", ["Approve", "Reject"])
+def test_catalogue_pipeline_human_review(bfl_conn: RunwareEmulator, tmp_path: Path, decision: str) -> None:
+    dag = _installed(PIPELINE_DAG)
+    stop = threading.Event()
+    reviewer = threading.Thread(target=_answer_review, args=([decision], stop), daemon=True)
+    reviewer.start()
+    try:
+        run = dag.test(run_conf={"destination": f"file://{tmp_path}", "review": "human"})
+    finally:
+        stop.set()
+        reviewer.join(5)
+    states = task_states(run)
+    assert states["auto_review"] == "skipped" and states["human_review"] == "success"
+    if decision == "Approve":
+        assert states["publish"] == "success" and len(xcom(run, "publish")) == 8
+    else:
+        assert states["publish"] == "skipped"
+        assert not (tmp_path / "published").exists()
