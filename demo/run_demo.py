@@ -108,7 +108,6 @@ def main() -> int:
     from airflow.utils.db import initdb
 
     initdb()
-    sys.path.insert(0, str(REPO))
     with _api_connection() as where:
         print(f"\n>>> Generating with {where}\n")
         from airflow_provider_bfl.testing.dag_runs import load_dag_file, task_states, xcom
