@@ -29,3 +29,17 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
+
+# Runs the deployment scenarios (a real multi-process Airflow against the emulator) RUNS times each
+# and prints/writes the reliability figures (tests/deployment/RESULTS.md).
+RUNS ?= 3
+.PHONY: reliability
+reliability: $(STAMP)
+	$(BIN)/python -m tests.deployment.reliability --runs $(RUNS)
+
+# Runs every benchmark (each against a baseline measured in the same run), prints the ratios and
+# writes benchmarks/RESULTS.md. BENCH_ARGS=--quick runs tiny sizes; BENCH_ARGS="--only NAME" one.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)

@@ -182,11 +182,11 @@ def _as_list(value: Any) -> list[Any]:
 def _data_items(raw: Any, status_code: int) -> list[dict[str, Any]]:
     items = _as_list(raw)
     for item in items:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict:  # json.loads makes plain dicts: nothing to copy or convert
             raise BflMalformedResponseError(
                 f"A 'data' item is not an object: {str(item)[:80]!r}", status_code=status_code
             )
-    return [dict(item) for item in items]
+    return items
 
 
 def _api_error(item: Any, status_code: int) -> ApiError:

@@ -227,13 +227,16 @@ class Waiting:
     poll at the wall-clock ``deadline``.
     """
 
+    __slots__ = ("_missing", "deadline", "failures", "poll", "polls", "statuses")
+
     def __init__(self, statuses: dict[str, TaskStatus], poll: PollSettings, deadline: float | None) -> None:
         self.statuses = statuses
         self.poll = poll
         self.deadline = deadline
         self.polls = 0
         self.failures = 0
-        self._missing: dict[str, int] = {}
+        #: Consecutive polls that did not mention a task, for the tasks at 1 or more (made on demand).
+        self._missing: dict[str, int] | None = None
 
     def pending(self) -> dict[str, TaskStatus]:
         """The tasks to ask about in the next poll."""
@@ -244,8 +247,13 @@ class Waiting:
         self.polls += 1
         self.failures = 0
         for uuid, status in asked.items():
-            missing = 0 if uuid in mentioned else self._missing.get(uuid, 0) + 1
-            self._missing[uuid] = missing
+            if uuid in mentioned:
+                if self._missing:
+                    self._missing.pop(uuid, None)
+                continue
+            if self._missing is None:
+                self._missing = {}
+            missing = self._missing[uuid] = self._missing.get(uuid, 0) + 1
             if missing >= self.poll.max_missing and not status.done:
                 status.state = TaskState.ERROR
                 status.error = BflTaskNotFoundError(

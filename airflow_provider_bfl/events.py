@@ -41,13 +41,16 @@ def results_of(statuses: Mapping[str, TaskStatus]) -> list[dict[str, Any]]:
 def from_statuses(statuses: Mapping[str, TaskStatus]) -> dict[str, Any]:
     """The event describing where a set of tasks stands."""
     failures = [failure_record(s.error, uuid) for uuid, s in statuses.items() if s.error is not None]
+    position = {uuid: index + 1 for index, uuid in enumerate(statuses)}  # to find the prompt behind it
     pending = [uuid for uuid, status in statuses.items() if not status.done]
     results = results_of(statuses)
     if failures:
         status, message = (
             ERROR,
             f"{len(failures)} of {len(statuses)} generation(s) failed: "
-            + "; ".join(f"{f['taskUUID']}: {f['code']}: {f['message']}" for f in failures),
+            + "; ".join(
+                f"#{position[f['taskUUID']]} {f['taskUUID']}: {f['code']}: {f['message']}" for f in failures
+            ),
         )
     elif pending:
         status, message = (

@@ -9,7 +9,10 @@ one implementation of retries, envelope parsing, error mapping and re-attachment
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import uuid
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +28,7 @@ from airflow_provider_bfl._retry import RetryPolicy
 from airflow_provider_bfl.exceptions import (
     BflAuthenticationError,
     BflError,
+    BflInvalidRequestError,
     BflMalformedResponseError,
     BflWaitTimeoutError,
 )
@@ -88,6 +92,7 @@ def settings_from_connection(conn: Connection, overrides: Mapping[str, Any]) -> 
     base_url = _base_url(conn)
     if urlsplit(base_url).scheme not in ("http", "https"):
         raise BflError(f"Connection {conn.conn_id!r} has a base URL that is not http(s): {base_url!r}")
+    _check_limits(conn.conn_id, extra)
     return ConnectionSettings(
         base_url=base_url,
         api_key=conn.password,
@@ -106,6 +111,45 @@ def settings_from_connection(conn: Connection, overrides: Mapping[str, Any]) -> 
         ),
         max_tasks_per_request=int(_number(extra, "max_tasks_per_request", defaults.MAX_TASKS_PER_REQUEST)),
     )
+
+
+#: Connection extra -> (lowest allowed value, whether that value itself is allowed).
+_MINIMUMS: dict[str, tuple[float, bool]] = {
+    "timeout": (0, False),
+    "poll_interval": (0, False),  # 0 would poll in a hot loop
+    "poll_max_interval": (0, False),
+    "retry_max_elapsed": (0, False),
+    "max_retries": (0, True),
+    "max_poll_failures": (0, True),
+    "retry_backoff_base": (0, True),
+    "retry_backoff_max": (0, True),
+    "max_tasks_per_request": (1, True),
+}
+
+
+def _check_limits(conn_id: str, extra: Mapping[str, Any]) -> None:
+    """Refuse settings that would make the client misbehave, naming the extra and the rule."""
+    for key, (lowest, inclusive) in _MINIMUMS.items():
+        if extra.get(key) in (None, ""):
+            continue
+        value = _number(extra, key, lowest)
+        if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
+            rule = f"{'>=' if inclusive else '>'} {lowest:g}"
+            raise BflInvalidRequestError(
+                f"Connection {conn_id!r}: {key} must be {rule}, got {extra[key]!r}", parameter=key
+            )
+
+
+#: One settings object per distinct value, shared by every hook that resolves it: a triggerer with
+#: 2,000 waiting triggers on one connection keeps one copy instead of 2,000 (fewer objects for each
+#: full garbage collection to walk, and a full collection pauses the whole event loop).
+_SHARED_SETTINGS: weakref.WeakValueDictionary[ConnectionSettings, ConnectionSettings] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _shared(settings: ConnectionSettings) -> ConnectionSettings:
+    return _SHARED_SETTINGS.setdefault(settings, settings)
 
 
 def as_requests(requests: Iterable[RequestLike]) -> list[ImageInferenceRequest]:
@@ -145,7 +189,7 @@ def run_flow(client: httpx.Client, settings: ConnectionSettings, flow: Flow[T]) 
             except httpx.TransportError as exc:
                 reply = exc
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     except BflError as exc:
         raise _redacted(exc, settings.api_key) from exc.__cause__
     finally:
@@ -168,7 +212,7 @@ async def arun_flow(client: httpx.AsyncClient, settings: ConnectionSettings, flo
             except httpx.TransportError as exc:
                 reply = exc
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
     except BflError as exc:
         raise _redacted(exc, settings.api_key) from exc.__cause__
     finally:
@@ -220,14 +264,15 @@ class BflHook(BaseHook):
     @property
     def settings(self) -> ConnectionSettings:
         if self._settings is None:
-            self._settings = settings_from_connection(self.get_connection(self.bfl_conn_id), self._overrides)
+            conn = self.get_connection(self.bfl_conn_id)
+            self._settings = _shared(settings_from_connection(conn, self._overrides))
             mask_secret(self._settings.api_key)
         return self._settings
 
     async def asettings(self) -> ConnectionSettings:
         if self._settings is None:
             conn = await self.aget_connection(self.bfl_conn_id)
-            self._settings = settings_from_connection(conn, self._overrides)
+            self._settings = _shared(settings_from_connection(conn, self._overrides))
             await amask_secret(self._settings.api_key)
         return self._settings
 
@@ -315,7 +360,12 @@ class BflHook(BaseHook):
         if shared:
             from airflow_provider_bfl.hooks._coalescer import coalescer_for
 
-            await coalescer_for(settings).wait(statuses, settings.poll, deadline)
+            coalescer = coalescer_for(settings)
+            wait = coalescer.join(statuses, settings.poll, deadline)
+            try:
+                await wait.future
+            finally:
+                await coalescer.leave(wait)
             return statuses
         flow = _flows.wait(statuses, settings.retry, settings.poll, deadline, settings.max_tasks_per_request)
         return await self._arun(flow)
@@ -376,11 +426,33 @@ def _new_uuid() -> str:
 def _statuses(expected: Expected) -> dict[str, TaskStatus]:
     """``{uuid: TaskStatus}`` from UUIDs, ``{uuid: image count}`` or statuses (used as they are)."""
     if not isinstance(expected, Mapping):
-        return {uuid: TaskStatus(uuid) for uuid in expected}
+        return {_task_uuid(uuid): TaskStatus(uuid) for uuid in expected}
+    if isinstance(expected, dict) and all(isinstance(value, TaskStatus) for value in expected.values()):
+        return expected
     return {
-        uuid: value if isinstance(value, TaskStatus) else TaskStatus(uuid, expected_images=value)
+        _task_uuid(uuid): value
+        if isinstance(value, TaskStatus)
+        else TaskStatus(uuid, expected_images=_count(uuid, value))
         for uuid, value in expected.items()
     }
+
+
+def _task_uuid(value: Any) -> str:
+    """A taskUUID to ask the API about; anything else is refused before a request is sent."""
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        raise BflInvalidRequestError(f"{value!r} is not a taskUUID", parameter="taskUUID") from None
+    return str(value)
+
+
+def _count(task_uuid: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BflInvalidRequestError(
+            f"taskUUID {task_uuid} must expect an image count >= 1 (numberResults), got {value!r}",
+            parameter="numberResults",
+        )
+    return value
 
 
 def _results_or_raise(statuses: Mapping[str, TaskStatus]) -> list[ImageResult]:

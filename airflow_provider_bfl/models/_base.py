@@ -96,6 +96,8 @@ def describe(model: type[BaseModel], error: Mapping[str, Any]) -> str:
     """One violation as a sentence: parameter, the value given, what is allowed."""
     owner, field, path = _walk(model, tuple(error["loc"]))
     kind = error["type"]
+    if not path:  # the request itself is wrong, not one of its fields
+        return f"the request must be an object of API fields, got {_shown(error['input'])}"
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         return f"unknown parameter {path!r}{_suggestion(owner, key)}"

@@ -60,11 +60,19 @@ def request_dicts(
             )
         request = _decoded(request, "request")
         items = [request] if isinstance(request, Mapping) else request
-        if not isinstance(items, Sequence) or not all(isinstance(item, Mapping) for item in items):
+        if isinstance(items, str) or not isinstance(items, Sequence):
             raise BflInvalidRequestError(
                 f"request must be a request object or a list of them, got {type(request).__name__}",
                 parameter="request",
             )
+        if not items:
+            raise BflInvalidRequestError("request is empty: there is nothing to submit", parameter="request")
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise BflInvalidRequestError(
+                    f"request item {index + 1} is a {type(item).__name__}, not a request object: {item!r:.80}",
+                    parameter="request",
+                )
         return [dict(item) for item in items]
     if provider_bfl:
         given["provider_settings"] = {"bfl": dict(provider_bfl)}
@@ -79,6 +87,8 @@ def request_dicts(
         )
     if "positive_prompt" in given:
         raise BflInvalidRequestError("Give positive_prompt or prompts, not both", parameter="prompts")
+    if not prompts:
+        raise BflInvalidRequestError("prompts is empty: there is nothing to submit", parameter="prompts")
     return [{**given, "positive_prompt": prompt} for prompt in prompts]
 
 
@@ -108,8 +118,6 @@ def validated(items: Sequence[Mapping[str, Any]], task_label: str) -> list[Image
             where = f"request {index + 1} of {len(items)}" if len(items) > 1 else "the request"
             problems.append(f"{where}: {'; '.join(exc.violations) or exc.message}")
             parameters.extend([exc.parameter] if isinstance(exc.parameter, str) else exc.parameter or [])
-    if not items:
-        problems.append("no requests to submit (prompts is empty)")
     if problems:
         raise BflInvalidRequestError(
             f"Task {task_label}: nothing was submitted, invalid input: " + " | ".join(problems),

@@ -189,6 +189,11 @@ class BflImageInferenceOperator(BaseOperator):
     def build_requests(self) -> list[ImageInferenceRequest]:
         """Validated requests from the (rendered) arguments; raises before anything is sent."""
         label = repr(self.task_id)
+        if not self.generation_timeout or float(self.generation_timeout) <= 0:
+            raise BflInvalidRequestError(
+                f"Task {label}: generation_timeout must be a positive number of seconds, got {self.generation_timeout!r}",
+                parameter="generation_timeout",
+            )
         try:
             keywords = {name: getattr(self, name) for name in _requests.REQUEST_KEYWORDS}
             keywords["include_cost"] = None  # an operator default, applied below
@@ -354,6 +359,8 @@ class BflImageInferenceOperator(BaseOperator):
     # -- the task ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        # Airflow resolves extra links whenever the task stops (to defer, or on an early failure).
+        context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value="")
         requests = self._assign_task_uuids(context, self.build_requests())
         self._requests_by_uuid = {request.task_uuid: request for request in requests}
         images = sum(request.number_results for request in requests)
@@ -367,8 +374,6 @@ class BflImageInferenceOperator(BaseOperator):
         self._requests_by_uuid = {request.task_uuid: request for request in requests}
         task_uuids = {r.task_uuid: r.number_results for r in requests if r.task_uuid not in outcome.rejected}
         context["ti"].xcom_push(key="task_uuids", value=task_uuids)
-        # Airflow resolves extra links whenever the task stops (also to defer): give it a value.
-        context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value="")
         if outcome.reattached:
             self.log.info("Re-attached to %d generation(s) already submitted", len(outcome.reattached))
         if outcome.rejected:

@@ -5,21 +5,25 @@ The trigger only *polls* (getResponse); it never submits, so a triggerer restart
 to another triggerer or a retry can never pay for a generation twice. Its kwargs are stored in the
 metadata DB and printed by ``repr``: they hold taskUUIDs, the connection id, poll settings and a
 wall-clock deadline, never the API key, headers, prompts or image data.
+
+Triggers of one triggerer that use the same connection share one HTTP connection pool and one
+poller, which asks about all their tasks in batched getResponse requests (see
+:mod:`airflow_provider_bfl.hooks._coalescer`): 2,000 deferred tasks cost a few requests per poll,
+not 2,000. This module imports nothing heavy, since DAG files import it while being parsed.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_bfl import defaults, events
-from airflow_provider_bfl.exceptions import BflError
-from airflow_provider_bfl.models.results import TaskStatus
+from airflow_provider_bfl import defaults
 
 if TYPE_CHECKING:
-    from airflow_provider_bfl.hooks.bfl import BflHook
+    from airflow_provider_bfl.models.results import TaskStatus
 
 
 def expected_counts(task_uuids: Mapping[str, Any] | Iterable[str]) -> dict[str, int]:
@@ -31,6 +35,10 @@ def expected_counts(task_uuids: Mapping[str, Any] | Iterable[str]) -> dict[str, 
     for uuid, count in pairs:
         if not isinstance(uuid, str) or not uuid.strip():
             raise ValueError(f"task_uuids holds {uuid!r}, which is not a taskUUID string")
+        try:
+            UUID(uuid)
+        except ValueError:
+            raise ValueError(f"task_uuids holds {uuid!r}, which is not a taskUUID") from None
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(
                 f"task_uuids[{uuid!r}] must be the number of images the task makes "
@@ -80,7 +88,6 @@ class BflImageInferenceTrigger(BaseTrigger):
         #: Where each task stands; the hook updates these in place, so they outlive a failed poll
         #: and tell ``on_kill`` which tasks were still running.
         self.statuses: dict[str, TaskStatus] = {}
-        self._hook: BflHook | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -97,6 +104,8 @@ class BflImageInferenceTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until every task is terminal, the deadline passes or polling fails; one event."""
+        from airflow_provider_bfl.models.results import TaskStatus
+
         self.statuses = {uuid: TaskStatus(uuid, expected_images=n) for uuid, n in self.task_uuids.items()}
         self.log.info(
             "Waiting for %d Runware generation(s) on connection %r: %s",
@@ -104,23 +113,13 @@ class BflImageInferenceTrigger(BaseTrigger):
             self.bfl_conn_id,
             ", ".join(self.statuses),
         )
-        try:
-            event = await self._wait()
-        finally:
-            await self._close_hook()
+        event = await self._wait()
         self.log.info("Runware wait ended with status %s: %s", event["status"], event["message"])
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
-        try:
-            hook = await self._open_hook()
-            await hook.apoll_until_done(self.statuses, deadline=self.deadline)
-        except BflError as error:
-            self.log.error("Polling Runware failed: %s", error)
-            return events.from_error(error, list(self.statuses), self.statuses)
-        return events.from_statuses(self.statuses)
-
-    async def _open_hook(self) -> BflHook:
+        from airflow_provider_bfl import events
+        from airflow_provider_bfl.exceptions import BflError
         from airflow_provider_bfl.hooks.bfl import BflHook
 
         overrides = {
@@ -128,19 +127,17 @@ class BflImageInferenceTrigger(BaseTrigger):
             "poll_max_interval": self.poll_max_interval,
             "max_poll_failures": self.max_poll_failures,
         }
-        self._hook = BflHook(
+        hook = BflHook(
             self.bfl_conn_id, **{key: value for key, value in overrides.items() if value is not None}
         )
-        return self._hook
-
-    async def _close_hook(self) -> None:
-        hook, self._hook = self._hook, None
-        if hook is not None:
-            await hook.aclose()
-
-    async def cleanup(self) -> None:
-        """Release the HTTP client if ``run`` was cancelled before its own ``finally`` ran."""
-        await self._close_hook()
+        try:
+            # Shared: the process-wide poller of this event loop batches every trigger's tasks on one
+            # connection pool; leaving it (also by cancellation) never disturbs the other triggers.
+            await hook.apoll_until_done(self.statuses, deadline=self.deadline, shared=True)
+        except BflError as error:
+            self.log.error("Polling Runware failed: %s", error)
+            return events.from_error(error, list(self.statuses), self.statuses)
+        return events.from_statuses(self.statuses)
 
     async def on_kill(self) -> None:
         """

@@ -41,6 +41,14 @@ def wait_for(
         time.sleep(interval)
 
 
+def _check(response: httpx.Response) -> None:
+    """raise_for_status, with the API's explanation in the message."""
+    if response.is_error:
+        raise AssertionError(
+            f"{response.request.method} {response.request.url} answered {response.status_code}: {response.text[:500]}"
+        )
+
+
 def _q(value: str) -> str:
     return quote(value, safe="")
 
@@ -57,7 +65,7 @@ class AirflowApi:
 
     def _get(self, path: str, **params: Any) -> Any:
         response = self.http.get(path, params=params or None)
-        response.raise_for_status()
+        _check(response)
         return response.json()
 
     # -- health and DAGs ----------------------------------------------------------------------------
@@ -76,7 +84,7 @@ class AirflowApi:
         response = self.http.get(f"/dags/{_q(dag_id)}")
         if response.status_code == 404:
             return None
-        response.raise_for_status()
+        _check(response)
         result: dict[str, Any] = response.json()
         return result
 
@@ -88,7 +96,7 @@ class AirflowApi:
     def trigger(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
         body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         response = self.http.post(f"/dags/{_q(dag_id)}/dagRuns", json=body)
-        response.raise_for_status()
+        _check(response)
         result: dict[str, Any] = response.json()
         return result
 
@@ -159,7 +167,7 @@ class AirflowApi:
             f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}",
             json={"new_state": new_state},
         )
-        response.raise_for_status()
+        _check(response)
         return response.json()
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> Any:
@@ -173,7 +181,7 @@ class AirflowApi:
                 "reset_dag_runs": True,
             },
         )
-        response.raise_for_status()
+        _check(response)
         return response.json()
 
     def state_store(self, dag_id: str, run_id: str, task_id: str) -> Any:
@@ -194,38 +202,52 @@ class AirflowApi:
         )
         if response.status_code == 404:
             return None
-        response.raise_for_status()
+        _check(response)
         return response.json()["value"]
 
-    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        """The full log of one try as text (task output and, for deferred tries, the trigger's)."""
+    def log_events(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[Any]:
+        """The full log of one try as Airflow's structured events (task and, if deferred, trigger)."""
         response = self.http.get(
             f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}",
             params={"full_content": "true"},
             headers={"Accept": "application/json"},
         )
-        response.raise_for_status()
+        _check(response)
         content = response.json()["content"]
-        return _log_text(content)
+        return content if isinstance(content, list) else [content]
+
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The full log of one try as text, exceptions rendered as ``Type: message`` lines."""
+        return _log_text(self.log_events(dag_id, run_id, task_id, try_number))
+
+    def failure(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> tuple[str, str]:
+        """``(exception type, message)`` the try failed with, as its log records it."""
+        for event in self.log_events(dag_id, run_id, task_id, try_number):
+            if isinstance(event, Mapping) and event.get("error_detail"):
+                detail = event["error_detail"][-1]
+                return str(detail["exc_type"]), str(detail["exc_value"])
+        raise AssertionError(f"no exception in the log of {dag_id}/{run_id}/{task_id} try {try_number}")
 
     def event_logs(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._get("/eventLogs", limit=1000)["event_logs"]
         return result
 
 
-def _log_text(content: Any) -> str:
-    """Structured log content (a list of events or strings) as plain text lines."""
-    if isinstance(content, str):
-        return content
+def _log_text(content: Iterable[Any]) -> str:
+    """Structured log events (or plain strings) as text lines."""
     lines = []
-    for item in content or []:
-        if isinstance(item, Mapping):
-            extras = " ".join(f"{k}={v}" for k, v in item.items() if k not in ("event", "timestamp", "level"))
-            lines.append(
-                f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')} {extras}"
-            )
-        else:
+    for item in content:
+        if not isinstance(item, Mapping):
             lines.append(str(item))
+            continue
+        extras = " ".join(
+            f"{key}={value}"
+            for key, value in item.items()
+            if key not in ("event", "timestamp", "level", "error_detail")
+        )
+        lines.append(f"{item.get('timestamp', '')} {item.get('level', '')} {item.get('event', '')} {extras}")
+        for detail in item.get("error_detail") or []:
+            lines.append(f"{detail.get('exc_type')}: {detail.get('exc_value')}")
     return "\n".join(lines)
 
 
@@ -240,7 +262,7 @@ class EmulatorControl:
 
     def _call(self, method: str, route: str, body: Any = None) -> Any:
         response = self.http.request(method, route, json=body)
-        response.raise_for_status()
+        _check(response)
         return response.json()
 
     def healthy(self) -> bool:

@@ -18,9 +18,11 @@ and resumed within seconds, and a dead triggerer's triggers are adopted within s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from cryptography.fernet import Fernet
 
 from tests.deployment.airflow_api import AirflowApi, EmulatorControl, wait_for
@@ -71,7 +74,7 @@ class Deployment:
         self.api_port = free_port()
         self.emulator_port = free_port()
         self.fernet_key = Fernet.generate_key().decode()
-        self.registry = ProcessRegistry(self.run_id, self._environment())
+        self.registry = ProcessRegistry(self.run_id, self._environment(), self.root.resolve())
         self.api = AirflowApi(f"http://127.0.0.1:{self.api_port}")
         self.emulator = EmulatorControl(self.emulator_origin)
 
@@ -126,7 +129,7 @@ class Deployment:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
             "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
@@ -230,6 +233,40 @@ class Deployment:
 
     def kill_pid(self, pid: int) -> None:
         self.registry.kill_pid(pid)
+
+    def parent_of(self, pid: int) -> int:
+        """The process that started ``pid`` (for a task: the LocalExecutor worker supervising it)."""
+        parent = psutil.Process(pid).ppid()
+        if not self.registry.owns(psutil.Process(parent)):
+            raise RuntimeError(f"the parent {parent} of {pid} is not part of this deployment")
+        return parent
+
+    # -- the metadata DB, read-only ---------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.home / "airflow.db"
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30.0)
+
+    def trigger_rows(self) -> list[dict[str, Any]]:
+        """Rows of the ``trigger`` table, kwargs decrypted with the deployment's Fernet key."""
+        fernet = Fernet(self.fernet_key.encode())
+        with contextlib.closing(self._db()) as db:
+            rows = db.execute("SELECT id, classpath, kwargs, triggerer_id FROM trigger").fetchall()
+        decoded = []
+        for trigger_id, classpath, kwargs, triggerer_id in rows:
+            text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
+            decoded.append(
+                {"id": trigger_id, "classpath": classpath, "kwargs": text, "triggerer_id": triggerer_id}
+            )
+        return decoded
+
+    def db_tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the metadata DB."""
+        with contextlib.closing(self._db()) as db:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return {name: db.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
 
     # -- diagnostics ----------------------------------------------------------------------------
     def tail_logs(self, lines: int = 25) -> str:

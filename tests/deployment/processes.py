@@ -3,7 +3,8 @@
 Every process gets its own session (so its process group is its own) and an environment marker
 naming the deployment. Stopping walks the process tree (Airflow's supervisors put task and trigger
 runners in process groups of their own, so a group signal alone would miss them), sends SIGTERM,
-then SIGKILL to whatever is left. A last sweep finds strays by the marker, also from ``atexit``.
+then SIGKILL to whatever is left. A last sweep finds strays (re-parented orphans) by the marker or
+by their working directory inside the deployment's root, also from ``atexit``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class ProcessRegistry:
 
     run_id: str
     env: Mapping[str, str]
+    root: Path
     services: dict[str, Service] = field(default_factory=dict)
     _log_handles: list[IO[bytes]] = field(default_factory=list)
 
@@ -104,10 +106,9 @@ class ProcessRegistry:
     def kill_pid(self, pid: int) -> None:
         """SIGKILL one process (and what it spawned) that belongs to this deployment."""
         victims = _tree(pid)
-        for victim in victims:
-            with contextlib.suppress(psutil.Error):
-                if victim.environ().get(MARKER_ENV) != self.run_id:
-                    raise RuntimeError(f"process {victim.pid} is not part of deployment {self.run_id}")
+        strangers = [victim.pid for victim in victims if not self.owns(victim)]
+        if not victims or strangers:
+            raise RuntimeError(f"process {pid} (or its children {strangers}) is not part of this deployment")
         _signal_all(victims, signal.SIGKILL)
         _wait_gone(victims, timeout=10.0)
 
@@ -119,22 +120,35 @@ class ProcessRegistry:
                 service.process.wait(timeout=1.0)
 
     def stop_all(self, grace: float = 10.0) -> None:
-        """Stop every service (reverse start order), then sweep strays carrying the marker."""
+        """Stop every service (reverse start order), then sweep strays (see :meth:`owns`)."""
         for name in reversed(list(self.services)):
             self.stop(name, grace)
         _terminate(self.strays(), grace=2.0)
         for handle in self._log_handles:
             handle.close()
         self._log_handles.clear()
+        atexit.unregister(self.stop_all)
+
+    def owns(self, process: psutil.Process) -> bool:
+        """
+        Whether ``process`` was started by this deployment (directly or by one of its processes).
+
+        The environment marker is the first test; Airflow's workers and supervisors overwrite their
+        environment block with ``setproctitle``, so their working directory (inside the
+        deployment's root, inherited from the process that started them) is the second.
+        """
+        try:
+            if process.pid == os.getpid():
+                return False
+            if process.environ().get(MARKER_ENV) == self.run_id:
+                return True
+            return Path(process.cwd()).is_relative_to(self.root)
+        except psutil.Error:
+            return False
 
     def strays(self) -> list[psutil.Process]:
-        """Live processes of this deployment, found by their environment marker."""
-        found = []
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                if process.pid != os.getpid() and process.environ().get(MARKER_ENV) == self.run_id:
-                    found.append(process)
-        return found
+        """Live processes of this deployment, wherever they were re-parented to."""
+        return [process for process in psutil.process_iter() if self.owns(process)]
 
 
 def _tree(pid: int) -> list[psutil.Process]:

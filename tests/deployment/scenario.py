@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,6 @@ class Evidence:
     """What the session produced that the secrets scan must search besides files: runs and trigger rows."""
 
     runs: list[tuple[str, str]] = field(default_factory=list)
-    trigger_kwargs: list[str] = field(default_factory=list)
     db_trigger_rows: list[str] = field(default_factory=list)
 
 
@@ -57,7 +57,8 @@ class Scenario:
         self._requests_before = self.emulator.counters()["requests_by_task_type"]
 
     def trigger(self, dag_id: str) -> str:
-        run_id = f"{self.name}-{uuid.uuid4().hex[:8]}"
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", self.name).strip("_").lower()
+        run_id = f"{slug}__{uuid.uuid4().hex[:8]}"
         self.api.trigger(dag_id, run_id)
         self.evidence.runs.append((dag_id, run_id))
         return run_id
@@ -71,7 +72,9 @@ class Scenario:
     def tasks(self) -> dict[str, dict[str, int]]:
         """Per-taskUUID counters of the generations this scenario submitted."""
         tasks: dict[str, dict[str, int]] = self.emulator.counters()["tasks"]
-        return {task_uuid: counts for task_uuid, counts in tasks.items() if task_uuid not in self._known_uuids}
+        return {
+            task_uuid: counts for task_uuid, counts in tasks.items() if task_uuid not in self._known_uuids
+        }
 
     def requests_since_start(self, task_type: str) -> int:
         now = self.emulator.counters()["requests_by_task_type"].get(task_type, 0)

@@ -11,11 +11,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from airflow_provider_bfl import _flows
 from airflow_provider_bfl import exceptions as exc
+from airflow_provider_bfl._flows import PollSettings
+from airflow_provider_bfl._retry import RetryPolicy
 from airflow_provider_bfl.hooks.bfl import BflHook
-from airflow_provider_bfl.models import ImageInferenceRequest, TaskState
+from airflow_provider_bfl.models import ImageInferenceRequest, TaskState, TaskStatus
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from tests.conftest import API_KEY, connection_json
 
@@ -408,3 +412,72 @@ def test_a_key_echoed_by_the_server_is_redacted(echoing_server: str, monkeypatch
     with pytest.raises(exc.BflAuthenticationError) as caught:
         BflHook().generate([PROMPT])
     assert API_KEY not in str(caught.value) and "Bearer ***" in str(caught.value)
+
+
+# -- the poll schedule ------------------------------------------------------------------------
+
+
+def test_default_poll_schedule_holds_the_first_interval_then_backs_off() -> None:
+    """Polls at 0, 1, 2, 3, 4.5, 6.75 ... s: a 2 s generation is seen at 2 s, not 2.5 s."""
+    poll = PollSettings()
+    delays = [poll.delay_after(polls) for polls in range(1, 11)]
+    assert delays[:6] == [1.0, 1.0, 1.0, 1.5, 2.25, 3.375]
+    assert delays[-1] == 10.0  # capped
+    previous = PollSettings(steady_polls=1)  # the TypeScript client's 1 s, x1.5 from the start
+    assert [previous.delay_after(polls) for polls in range(1, 4)] == [1.0, 1.5, 2.25]
+    assert PollSettings(interval=30.0).delay_after(1) == 30.0  # an interval above the cap is kept
+
+
+def test_poll_schedule_extras_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BFL_DEFAULT",
+        json.dumps({"conn_type": "bfl", "password": "k" * 10, "extra": {"poll_steady_polls": 1}}),
+    )
+    assert BflHook().settings.poll.steady_polls == 1
+    assert BflHook(poll_steady_polls=5).settings.poll.steady_polls == 5
+
+
+def test_waiting_sleeps_follow_the_schedule_and_end_at_the_deadline() -> None:
+    """The wait flow, driven without I/O: four 'processing' answers, then the image."""
+    task_uuid = "6bb2a3c4-0000-4000-8000-000000000001"
+    processing = json.dumps(
+        {"data": [{"taskType": "imageInference", "taskUUID": task_uuid, "status": "processing"}]}
+    )
+    done = json.dumps(
+        {
+            "data": [
+                {
+                    "taskType": "imageInference",
+                    "taskUUID": task_uuid,
+                    "status": "success",
+                    "imageUUID": "6bb2a3c4-0000-4000-8000-0000000000ff",
+                    "imageURL": "https://im.runware.ai/image.jpg",
+                }
+            ]
+        }
+    )
+    answers = iter([processing] * 4 + [done])
+    statuses = {task_uuid: TaskStatus(task_uuid)}
+    flow = _flows.wait(statuses, RetryPolicy(), PollSettings(), deadline=None)
+    sleeps, action = [], next(flow)
+    with pytest.raises(StopIteration):
+        while True:
+            if isinstance(action, _flows.Sleep):
+                sleeps.append(action.seconds)
+                action = flow.send(None)
+            else:
+                action = flow.send(httpx.Response(200, content=next(answers).encode()))
+    assert sleeps == [1.0, 1.0, 1.0, 1.5]  # polls at 0, 1, 2, 3, 4.5 s
+    assert statuses[task_uuid].state is TaskState.SUCCESS
+
+
+def test_the_key_rides_in_the_client_headers_not_in_reprs(bfl_conn: RunwareEmulator) -> None:
+    hook = BflHook()
+    try:
+        client = hook.get_conn()
+        assert client.headers["Authorization"] == f"Bearer {API_KEY}"
+        assert API_KEY not in repr(client.headers)
+        hook.generate([PROMPT])
+    finally:
+        hook.close()
+    assert bfl_conn.snapshot().requests == 1

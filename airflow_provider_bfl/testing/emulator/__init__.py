@@ -12,6 +12,11 @@ Prompt markers (case-insensitive substrings; an empty marker is off): ``fail-mar
 with ``processingFailed``, ``moderation-marker`` with ``contentPolicyViolation``, ``blank`` renders
 uniform images, ``nsfw`` sets ``NSFWContent: true`` when ``safety.checkContent`` is on.
 
+Hostile answers for client tests: faults ``foreign_result`` (an extra result for a taskUUID never
+asked about) and ``bad_image_url`` (image URLs under another scheme, ``ftp`` by default), and the
+settings ``image_corruption`` (``html``, ``garbage`` or ``truncated`` image bodies) and
+``image_extra_bytes`` (oversized image bodies).
+
 Another process steers it over HTTP under ``/_emulator/``: ``GET health|counters|config|faults``,
 ``POST config|faults|reset|script``, ``DELETE faults``. Run it standalone with
 ``python -m airflow_provider_bfl.testing.emulator --port 8765``. Pillow (the ``emulator`` extra) is

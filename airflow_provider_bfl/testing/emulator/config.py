@@ -17,11 +17,13 @@ MODEL_ID = "bfl:2@1"
 UnknownTaskMode = Literal["error", "empty"]
 ProcessingWord = Literal["processing", "pending"]
 AsyncErrorShape = Literal["item", "envelope"]
+ImageCorruption = Literal["none", "html", "garbage", "truncated"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "unknown_task_mode": ("error", "empty"),
     "processing_status_word": ("processing", "pending"),
     "async_error_shape": ("item", "envelope"),
+    "image_corruption": ("none", "html", "garbage", "truncated"),
 }
 _NON_NEGATIVE = {"latency", "cost_per_image", "delivery_backoff", "initial_balance"}
 _POSITIVE = {"default_ttl", "result_retention", "delivery_timeout"}
@@ -61,6 +63,11 @@ class EmulatorConfig:
     delivery_backoff: float = 0.2
     """Seconds before the first delivery retry; doubles on each further retry."""
     delivery_timeout: float = 5.0
+    image_corruption: ImageCorruption = "none"
+    """What ``GET /images/...`` serves instead of the image: ``html`` (an error page, 200 text/html),
+    ``garbage`` (non-image bytes under the image's Content-Type) or ``truncated`` (its first half)."""
+    image_extra_bytes: int = 0
+    """Zero bytes appended to every served image (declared in Content-Length): oversized bodies."""
 
     def update(self, **changes: Any) -> None:
         """Validate every change first, then apply them all (all-or-nothing)."""
@@ -82,6 +89,10 @@ def _check(name: str, value: Any) -> Any:
     if name in _CHOICES:
         if value not in _CHOICES[name]:
             raise ValueError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
+        return value
+    if name == "image_extra_bytes":
+        if not _is_int(value) or value < 0:
+            raise ValueError(f"image_extra_bytes must be a non-negative integer, got {value!r}")
         return value
     if name == "max_tasks_per_request":
         if value is not None and (not _is_int(value) or value < 1):

@@ -13,6 +13,7 @@ from airflow_provider_bfl.testing.emulator.api import TaskProcessor
 from airflow_provider_bfl.testing.emulator.config import (
     AsyncErrorShape,
     EmulatorConfig,
+    ImageCorruption,
     ProcessingWord,
     UnknownTaskMode,
 )
@@ -84,6 +85,8 @@ class RunwareEmulator:
     delivery_attempts = _Setting[int]()
     delivery_backoff = _Setting[float]()
     delivery_timeout = _Setting[float]()
+    image_corruption = _Setting[ImageCorruption]()
+    image_extra_bytes = _Setting[int]()
 
     def __init__(
         self,
@@ -109,6 +112,8 @@ class RunwareEmulator:
         delivery_attempts: int = 4,
         delivery_backoff: float = 0.2,
         delivery_timeout: float = 5.0,
+        image_corruption: ImageCorruption = "none",
+        image_extra_bytes: int = 0,
         random_seed: int | None = None,
         image_cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
@@ -133,6 +138,8 @@ class RunwareEmulator:
             "delivery_attempts": delivery_attempts,
             "delivery_backoff": delivery_backoff,
             "delivery_timeout": delivery_timeout,
+            "image_corruption": image_corruption,
+            "image_extra_bytes": image_extra_bytes,
         }
         self.config.update(**self._initial_settings)
         self.host = host
@@ -241,6 +248,8 @@ class RunwareEmulator:
         seconds: float | None = None,
         process: StallProcessing | bool = "never",
         only_task_type: str | None = None,
+        task_uuid: str | None = None,
+        url_scheme: str = "ftp",
     ) -> Fault:
         """Make the next ``count`` matching ``POST /v1`` requests fail as ``kind`` (see :class:`Fault`)."""
         if isinstance(process, bool):
@@ -255,6 +264,8 @@ class RunwareEmulator:
             only_task_type=only_task_type,
             seconds=DEFAULT_STALL_SECONDS if seconds is None else seconds,
             process=process,
+            task_uuid=task_uuid,
+            url_scheme=url_scheme,
         )
         self.faults.add(fault)
         return fault

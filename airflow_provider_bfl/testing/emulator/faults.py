@@ -7,12 +7,23 @@ and the Python API build them through the same constructors and checks.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["status", "invalid_json", "html", "empty_envelope", "drop", "drop_before", "stall"]
+FaultKind = Literal[
+    "status",
+    "invalid_json",
+    "html",
+    "empty_envelope",
+    "drop",
+    "drop_before",
+    "stall",
+    "foreign_result",
+    "bad_image_url",
+]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 StallProcessing = Literal["never", "before", "after"]
 OutcomeKind = Literal["success", "error", "moderated"]
@@ -28,6 +39,7 @@ DEFAULT_STATUS_CODES = {
     504: "requestTimeout",
 }
 DEFAULT_STALL_SECONDS = 30.0
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 
 
 @dataclass
@@ -40,8 +52,12 @@ class Fault:
     with ``{}``. ``drop``: read and process the request, then close without answering. ``drop_before``:
     close without processing. ``stall``: wait ``seconds``; ``process`` says whether the request is
     processed ``"before"`` or ``"after"`` the wait (then answered normally) or ``"never"`` (then
-    answered 504 ``requestTimeout``). ``only_task_type`` restricts the fault to POSTs carrying at
-    least one task of that type.
+    answered 504 ``requestTimeout``). ``foreign_result``: process and answer normally, plus one
+    finished image item for ``task_uuid`` (default: a fresh UUID), a task the request never asked
+    about. ``bad_image_url``: process and answer normally, with every ``imageURL`` switched to the
+    scheme ``url_scheme`` (default ``ftp``). The last two tamper only with answers that succeeded
+    (HTTP 200). ``only_task_type`` restricts the fault to POSTs carrying at least one task of that
+    type.
     """
 
     kind: FaultKind
@@ -53,6 +69,8 @@ class Fault:
     seconds: float = DEFAULT_STALL_SECONDS
     process: StallProcessing = "never"
     only_task_type: str | None = None
+    task_uuid: str | None = None
+    url_scheme: str = "ftp"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -65,6 +83,10 @@ class Fault:
             raise ValueError("retry_after must be a non-negative number of seconds")
         if not _is_number(self.seconds) or self.seconds < 0:
             raise ValueError("seconds must be a non-negative number")
+        if self.task_uuid is not None and (not isinstance(self.task_uuid, str) or not self.task_uuid):
+            raise ValueError("task_uuid must be a non-empty string")
+        if not isinstance(self.url_scheme, str) or not _SCHEME.match(self.url_scheme):
+            raise ValueError("url_scheme must be a URL scheme such as 'ftp' or 'file'")
         process: Any = self.process
         if process is True:
             self.process = "after"

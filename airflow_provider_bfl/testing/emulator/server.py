@@ -12,17 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 import selectors
 import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_bfl.testing.emulator import tampering
 from airflow_provider_bfl.testing.emulator.api import ApiResponse, ParsedBody, PendingResponse, parse_body
 from airflow_provider_bfl.testing.emulator.faults import Fault
 from airflow_provider_bfl.testing.emulator.rendering import EXTENSIONS, MIME_TYPES
@@ -39,6 +42,11 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_TIMEOUT = 300.0
 _IMAGE_PATH = re.compile(r"^/images/([0-9a-fA-F-]{36})\.([a-z]+)$")
 TRUNCATED_JSON = b'{"data":[{"taskType":"imageInference","taskUUID":"'
+_ZEROS = bytes(1024 * 1024)
+NOT_AN_IMAGE_PAGE = (
+    b"<html><head><title>Image unavailable</title></head>"
+    b"<body><h1>This image is unavailable</h1></body></html>"
+)
 HTML_PAGE = (
     "<html>\r\n<head><title>{status} Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>{status} Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -230,14 +238,17 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
     def _submit(self, parsed: ParsedBody) -> PendingResponse:
         return self.emulator.processor.submit(self.headers.get("Authorization"), parsed)
 
-    def _answer(self, pending: PendingResponse) -> None:
-        """Wait (interruptibly) for the sync tasks of the request, then answer."""
+    def _answer(
+        self, pending: PendingResponse, tamper: Callable[[ApiResponse], ApiResponse] | None = None
+    ) -> None:
+        """Wait (interruptibly) for the sync tasks of the request, then answer (through ``tamper``)."""
         stopping = self.emulator.stopping
         while (delay := pending.wait_until - time.monotonic()) > 0:
             if stopping.wait(delay):
                 self.close_connection = True
                 break
-        self._send_api(pending.finish())
+        response = pending.finish()
+        self._send_api(response if tamper is None else tamper(response))
 
     def _play(self, fault: Fault, parsed: ParsedBody) -> None:
         config = self.emulator.config
@@ -257,6 +268,13 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif kind == "drop_before":
             self.close_connection = True
+        elif kind == "foreign_result":
+            origin = self.emulator.origin
+            self._answer(
+                self._submit(parsed), lambda r: tampering.with_foreign_result(r, origin, fault.task_uuid)
+            )
+        elif kind == "bad_image_url":
+            self._answer(self._submit(parsed), lambda r: tampering.with_bad_image_urls(r, fault.url_scheme))
         else:
             self._stall(fault, parsed)
 
@@ -301,7 +319,9 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         data = emulator.results.image_bytes(record, index)
         if not head:
             emulator.counters.record_download()
-        self._send(200, data, MIME_TYPES[output_format], {"Cache-Control": "private, max-age=60"}, head=head)
+        body, content_type = served_image(data, MIME_TYPES[output_format], emulator.config.image_corruption)
+        headers = {"Cache-Control": "private, max-age=60"}
+        self._send(200, body, content_type, headers, head=head, padding=emulator.config.image_extra_bytes)
 
     # -- control API -------------------------------------------------------------------------------
     def _control(self, method: str, path: str) -> None:
@@ -375,17 +395,35 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         content_type: str,
         headers: dict[str, str] | None = None,
         head: bool = False,
+        padding: int = 0,
     ) -> None:
+        """Answer; ``padding`` zero bytes follow ``body`` (streamed, to make oversized bodies cheaply)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) + padding))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
+        if head:
+            return
+        self.wfile.write(body)
+        while padding > 0:
+            chunk = min(padding, len(_ZEROS))
+            self.wfile.write(_ZEROS[:chunk])
+            padding -= chunk
+
+
+def served_image(data: bytes, content_type: str, corruption: str) -> tuple[bytes, str]:
+    """The body and Content-Type ``GET /images/...`` serves for an image, per ``image_corruption``."""
+    if corruption == "html":  # a CDN's error page served with 200
+        return NOT_AN_IMAGE_PAGE, "text/html"
+    if corruption == "garbage":  # same length and Content-Type, but no image signature or structure
+        return (b"\x00garbage" + random.Random(len(data)).randbytes(len(data)))[: len(data)], content_type
+    if corruption == "truncated":
+        return data[: len(data) // 2], content_type
+    return data, content_type
 
 
 def _reason(status: int) -> str:
