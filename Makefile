@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check airflow_provider_bfl tests example_dags demo
-	$(BIN)/ruff format --check airflow_provider_bfl tests example_dags demo
+	$(BIN)/ruff check airflow_provider_bfl tests example_dags demo benchmarks
+	$(BIN)/ruff format --check airflow_provider_bfl tests example_dags demo benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
