@@ -24,28 +24,14 @@ from airflow_provider_bfl.models import TaskState
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 from tests.conftest import API_KEY, connection_json
+from tests.submissions import submit as submit_tasks
 
 PROMPT = "a red bicycle"
 
 
 def submit(*prompts: str, number_results: int = 1) -> list[str]:
     """Submit async tasks as an upstream operator would; their taskUUIDs in order."""
-    hook = BflHook()
-    try:
-        outcome = hook.submit(
-            {
-                "positivePrompt": prompt,
-                "width": 256,
-                "height": 256,
-                "deliveryMethod": "async",
-                "numberResults": number_results,
-            }
-            for prompt in prompts
-        )
-    finally:
-        hook.close()
-    assert not outcome.rejected
-    return list(outcome.pending)
+    return list(submit_tasks(*prompts, number_results=number_results, size=256))
 
 
 async def fire(trigger: BflImageInferenceTrigger) -> dict[str, Any]:

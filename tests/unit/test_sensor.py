@@ -22,7 +22,6 @@ from airflow_provider_bfl.exceptions import (
     BflTaskFailedError,
     BflWaitTimeoutError,
 )
-from airflow_provider_bfl.hooks.bfl import BflHook
 from airflow_provider_bfl.models.results import ImageResult, TaskState, TaskStatus
 from airflow_provider_bfl.sensors.bfl import (
     DEFER_TIMEOUT_GRACE,
@@ -31,30 +30,11 @@ from airflow_provider_bfl.sensors.bfl import (
 )
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
+from tests.submissions import submit
 
 PROMPT = "a red bicycle"
 U1 = "6bb2a3c4-0000-4000-8000-000000000001"
 U2 = "6bb2a3c4-0000-4000-8000-000000000002"
-
-
-def submit(*prompts: str, number_results: int = 1) -> dict[str, int]:
-    """Submit async tasks as an upstream ``wait_for_completion=False`` operator would."""
-    hook = BflHook()
-    try:
-        outcome = hook.submit(
-            {
-                "positivePrompt": prompt,
-                "width": 512,
-                "height": 512,
-                "deliveryMethod": "async",
-                "numberResults": number_results,
-            }
-            for prompt in prompts
-        )
-    finally:
-        hook.close()
-    assert not outcome.rejected
-    return outcome.pending
 
 
 def sensor(task_uuids: Any, **kwargs: Any) -> BflImageInferenceSensor:

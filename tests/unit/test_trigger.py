@@ -17,32 +17,12 @@ from structlog.testing import capture_logs
 from airflow_provider_bfl import events
 from airflow_provider_bfl.exceptions import BflContentModeratedError, BflTaskFailedError, BflWaitTimeoutError
 from airflow_provider_bfl.hooks._coalescer import active_coalescers
-from airflow_provider_bfl.hooks.bfl import BflHook
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
+from tests.submissions import submit
 
 PROMPT = "a red bicycle"
 KWARGS = {"task_uuids", "bfl_conn_id", "deadline", "poll_interval", "poll_max_interval", "max_poll_failures"}
-
-
-def submit(*prompts: str, number_results: int = 1) -> dict[str, int]:
-    """Submit async tasks the way an upstream operator would; ``{taskUUID: numberResults}``."""
-    hook = BflHook()
-    try:
-        outcome = hook.submit(
-            {
-                "positivePrompt": prompt,
-                "width": 512,
-                "height": 512,
-                "deliveryMethod": "async",
-                "numberResults": number_results,
-            }
-            for prompt in prompts
-        )
-    finally:
-        hook.close()
-    assert not outcome.rejected
-    return outcome.pending
 
 
 async def fire(trigger: BflImageInferenceTrigger) -> dict[str, Any]:
