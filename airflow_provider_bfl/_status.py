@@ -37,6 +37,17 @@ def _item_error(item: Mapping[str, Any], task_uuid: str) -> ApiError:
     )
 
 
+def check_scope(envelope: Envelope, asked: Mapping[str, Any]) -> None:
+    """Every data item must answer one of the taskUUIDs ``asked`` about; anything else is malformed."""
+    for item in envelope.data:
+        task_uuid = item.get("taskUUID")
+        if not isinstance(task_uuid, str) or task_uuid not in asked:
+            raise BflMalformedResponseError(
+                f"The API sent an item for a taskUUID that was not asked about: {task_uuid!r}",
+                status_code=envelope.status_code,
+            )
+
+
 def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
     """
     Apply one response to ``statuses`` (keyed by taskUUID) in place; return the UUIDs it mentioned.
@@ -44,15 +55,11 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
     Results accumulate across polls (deduplicated by imageUUID), so images of a task with
     ``numberResults`` > 1 are kept as they arrive.
     """
+    check_scope(envelope, statuses)
     mentioned: set[str] = set()
     still_processing: set[str] = set()
     for item in envelope.data:
-        task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str) or task_uuid not in statuses:
-            raise BflMalformedResponseError(
-                f"The API sent an item for a taskUUID that was not asked about: {task_uuid!r}",
-                status_code=envelope.status_code,
-            )
+        task_uuid = item["taskUUID"]
         mentioned.add(task_uuid)
         status = statuses[task_uuid]
         if status.state is TaskState.ERROR:

@@ -11,11 +11,13 @@ image received, the failures and the tasks still pending. Never image bytes, pro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_bfl import exceptions
 from airflow_provider_bfl.exceptions import BflError
-from airflow_provider_bfl.models.results import TaskStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_bfl.models.results import TaskStatus
 
 SUCCESS = "success"
 ERROR = "error"

@@ -27,7 +27,7 @@ import contextvars
 import dataclasses
 import logging
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,8 +35,8 @@ import httpx
 from airflow_provider_bfl import _flows, defaults
 from airflow_provider_bfl._envelope import ApiError, Envelope
 from airflow_provider_bfl._flows import PollSettings, Waiting
-from airflow_provider_bfl._status import merge
-from airflow_provider_bfl.exceptions import BflError, BflMalformedResponseError
+from airflow_provider_bfl._status import check_scope, merge
+from airflow_provider_bfl.exceptions import BflError
 
 if TYPE_CHECKING:
     from airflow_provider_bfl.hooks.bfl import ConnectionSettings
@@ -248,7 +248,7 @@ class PollCoalescer:
         error: BflError | None = None
         try:
             envelope = await arun_flow(self._client, self.settings, _flows.call(tasks, self.settings.retry))
-            _check_scope(envelope, chunk)
+            check_scope(envelope, chunk)
         except BflError as failure:
             error = failure
         except Exception as unexpected:  # a bug must end the waits with an error, never strand them
@@ -322,14 +322,3 @@ class PollCoalescer:
         )
         wait.earliest = wait.due - early
         self._wake.set()
-
-
-def _check_scope(envelope: Envelope, chunk: Mapping[str, Any]) -> None:
-    """Every item must answer a taskUUID of this batch (as :func:`~airflow_provider_bfl._status.merge` requires)."""
-    for item in envelope.data:
-        task_uuid = item.get("taskUUID")
-        if not isinstance(task_uuid, str) or task_uuid not in chunk:
-            raise BflMalformedResponseError(
-                f"The API sent an item for a taskUUID that was not asked about: {task_uuid!r}",
-                status_code=envelope.status_code,
-            )
