@@ -155,3 +155,7 @@ class BflImageIntegrityError(BflLandingError):
     """The downloaded bytes are not a plausible image of the requested format."""
 
     retryable = False
+
+
+class BflUploadMissingError(BflLandingError):
+    """An image Runware was to upload (``uploadEndpoint``) never arrived: the generation is unusable."""

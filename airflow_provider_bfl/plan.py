@@ -1,0 +1,120 @@
+"""
+The generation plan: what each taskUUID of a task instance is for, fixed once at submit time.
+
+A plan is small, plain JSON (no image bytes, no key) carried from submission through the deferral
+to landing, QA, review and the gallery, so nothing after the money is spent re-renders or
+re-validates the operator's arguments, and nothing matches results to requests by position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_bfl.exceptions import BflError
+
+if TYPE_CHECKING:
+    from airflow_provider_bfl.models.request import ImageInferenceRequest
+
+
+@dataclass(frozen=True)
+class PlannedGeneration:
+    """One taskUUID of the plan; attribute names match :class:`ImageInferenceRequest` where shared."""
+
+    task_uuid: str
+    #: 1-based place of the request in the operator's batch (to find its prompt in the DAG).
+    position: int
+    model: str
+    width: int
+    height: int
+    output_format: str
+    output_type: str
+    number_results: int
+    prompt: str
+    #: A caller-supplied key (e.g. a SKU) that ties the images back to a product; None if not given.
+    key: str | None = None
+    #: The taskUUID was given by the caller (not derived), so it is never replaced automatically.
+    explicit: bool = False
+    #: Which generation of this request this is (0 = first; a replacement counts up).
+    generation: int = 0
+
+    @classmethod
+    def of(
+        cls, request: ImageInferenceRequest, *, position: int, key: str | None = None, explicit: bool = False
+    ) -> PlannedGeneration:
+        return cls(
+            task_uuid=request.task_uuid,
+            position=position,
+            model=request.model,
+            width=request.width,
+            height=request.height,
+            output_format=request.output_format,
+            output_type=request.output_type,
+            number_results=request.number_results,
+            prompt=request.positive_prompt,
+            key=key,
+            explicit=explicit,
+        )
+
+    def replaced_by(self, task_uuid: str) -> PlannedGeneration:
+        return replace(self, task_uuid=task_uuid, generation=self.generation + 1)
+
+    @property
+    def label(self) -> str:
+        """How log lines and errors name this generation: '#2 (SKU-17) <uuid>'."""
+        key = f" ({self.key})" if self.key else ""
+        return f"#{self.position}{key} {self.task_uuid}"
+
+
+_FIELDS = tuple(f.name for f in fields(PlannedGeneration))
+
+
+class GenerationPlan(Mapping[str, PlannedGeneration]):
+    """The plan of one task instance, keyed by taskUUID in submission order."""
+
+    def __init__(self, entries: Iterable[PlannedGeneration] = ()) -> None:
+        self._entries = {entry.task_uuid: entry for entry in entries}
+
+    def __getitem__(self, task_uuid: str) -> PlannedGeneration:
+        return self._entries[task_uuid]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"GenerationPlan({len(self)} generation(s))"
+
+    @property
+    def expected(self) -> dict[str, int]:
+        """``{taskUUID: numberResults}``: what the sensor and trigger wait for."""
+        return {uuid: entry.number_results for uuid, entry in self._entries.items()}
+
+    @property
+    def image_count(self) -> int:
+        return sum(entry.number_results for entry in self._entries.values())
+
+    def replacing(self, old_uuid: str, new: PlannedGeneration) -> GenerationPlan:
+        """A plan with ``old_uuid``'s entry replaced in place (same position in the order)."""
+        return GenerationPlan(new if uuid == old_uuid else entry for uuid, entry in self._entries.items())
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(entry) for entry in self._entries.values()]
+
+    @classmethod
+    def from_json(cls, value: Any) -> GenerationPlan:
+        """The plan from :meth:`to_json` output; a clear error for anything else."""
+        if not isinstance(value, list):
+            raise BflError(f"A generation plan is a list of entries, got {type(value).__name__}")
+        entries = []
+        for item in value:
+            if not isinstance(item, Mapping) or set(item) - set(_FIELDS):
+                raise BflError(f"Not a generation plan entry: {item!r:.200}")
+            try:
+                entries.append(PlannedGeneration(**item))
+            except TypeError as exc:
+                raise BflError(f"Not a generation plan entry ({exc}): {item!r:.200}") from None
+        return cls(entries)
