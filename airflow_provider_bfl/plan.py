@@ -32,12 +32,16 @@ class PlannedGeneration:
     output_type: str
     number_results: int
     prompt: str
+    #: The request as validated (wire names, this taskUUID): what a replacement resubmits.
+    wire: Mapping[str, Any]
     #: A caller-supplied key (e.g. a SKU) that ties the images back to a product; None if not given.
     key: str | None = None
     #: The taskUUID was given by the caller (not derived), so it is never replaced automatically.
     explicit: bool = False
     #: Which generation of this request this is (0 = first; a replacement counts up).
     generation: int = 0
+    #: Re-attached to a caller-given taskUUID an earlier run paid for: its cost is not this run's.
+    reused: bool = False
 
     @classmethod
     def of(
@@ -53,12 +57,26 @@ class PlannedGeneration:
             output_type=request.output_type,
             number_results=request.number_results,
             prompt=request.positive_prompt,
+            wire=request.to_wire(),
             key=key,
             explicit=explicit,
         )
 
     def replaced_by(self, task_uuid: str) -> PlannedGeneration:
-        return replace(self, task_uuid=task_uuid, generation=self.generation + 1)
+        """The next generation of the same request, under ``task_uuid``."""
+        return replace(
+            self,
+            task_uuid=task_uuid,
+            wire={**self.wire, "taskUUID": task_uuid},
+            generation=self.generation + 1,
+            reused=False,
+        )
+
+    def request(self) -> ImageInferenceRequest:
+        """The request to submit for this generation (validated again: the same rules, no I/O)."""
+        from airflow_provider_bfl.models.request import ImageInferenceRequest
+
+        return ImageInferenceRequest.model_validate(dict(self.wire))
 
     @property
     def label(self) -> str:

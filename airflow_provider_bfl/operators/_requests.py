@@ -151,3 +151,41 @@ def check_budget(
             f"Task {task_label}: nothing was submitted: {images} images at {price_per_image} USD each "
             f"would cost {estimate:.2f} USD, over max_cost={max_cost}"
         )
+
+
+def is_templated(value: Any) -> bool:
+    """True when ``value`` (or anything nested in it) is not yet final: Jinja text, an XComArg, ..."""
+    if value is None or isinstance(value, bool | int | float):
+        return False
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_templated(key) or is_templated(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(is_templated(item) for item in value)
+    return True  # XComArg, MappedArgument, ObjectStoragePath, ...: resolved at run time
+
+
+def split_keyed_prompts(prompts: Any) -> tuple[Any, list[str] | None]:
+    """``prompts`` given as ``{key: prompt}`` becomes the prompts and their keys, in order."""
+    if isinstance(prompts, Mapping):
+        return list(prompts.values()), [str(key) for key in prompts]
+    return prompts, None
+
+
+def caller_keys(keys: Any, from_prompts: list[str] | None, count: int) -> list[str | None]:
+    """One key per request (``keys=`` or the keys of ``prompts={key: prompt}``), or None for each."""
+    if keys is not None and from_prompts is not None:
+        raise BflInvalidRequestError("Give keys= or prompts as {key: prompt}, not both", parameter="keys")
+    if isinstance(keys, str):
+        keys = _decoded(keys, "keys") if keys.startswith("[") else [keys]
+    chosen = from_prompts if keys is None else keys
+    if chosen is None:
+        return [None] * count
+    if not isinstance(chosen, Sequence) or len(chosen) != count:
+        raise BflInvalidRequestError(
+            f"keys must give one key per request ({count}), got {chosen!r:.80}", parameter="keys"
+        )
+    if len({str(key) for key in chosen}) != len(chosen):
+        raise BflInvalidRequestError(f"keys must be unique, got {chosen!r:.120}", parameter="keys")
+    return [str(key) for key in chosen]

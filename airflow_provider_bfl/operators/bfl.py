@@ -10,33 +10,39 @@ store, so a retried or cleared task re-attaches to the generations it already pa
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_bfl import _compat, events
-from airflow_provider_bfl._identity import derived_task_uuid
+from airflow_provider_bfl import _compat, _submission, events
+from airflow_provider_bfl._identity import TaskIdentity
 from airflow_provider_bfl.defaults import DEFAULT_CONN_ID
-from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
+from airflow_provider_bfl.exceptions import (
+    BflError,
+    BflImageExpiredError,
+    BflInvalidRequestError,
+    BflUploadMissingError,
+)
 from airflow_provider_bfl.links import IMAGE_LINK_XCOM_KEY, BflImageLink
 from airflow_provider_bfl.models.request import BYTE_OUTPUTS
-from airflow_provider_bfl.models.results import TaskState
 from airflow_provider_bfl.operators import _requests
+from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_bfl._flows import SubmitOutcome
     from airflow_provider_bfl.hooks.bfl import BflHook
     from airflow_provider_bfl.models.request import ImageInferenceRequest
     from airflow_provider_bfl.storage.landing import ImageLander
 
 #: Task state store key (Airflow 3.3) holding the taskUUIDs this task instance submitted.
 STATE_KEY = "bfl_task_uuids"
-#: How many times a retry may replace a generation that failed in an earlier try.
-MAX_GENERATIONS = 5
+#: Landing failures that make a generation unusable: a new generation is the only way to the image.
+UNUSABLE = (BflImageExpiredError, BflUploadMissingError)
 #: FLUX.1.1 [pro] on Runware, per image (the budget guard's estimate; the API reports the real cost).
 PRICE_PER_IMAGE_USD = 0.04
 
@@ -67,13 +73,23 @@ class BflImageInferenceOperator(BaseOperator):
         ``uploadEndpoint`` so Runware uploads the image itself; the task then checks it arrived.
     :param max_images: refuse (before sending anything) a batch that would make more images.
     :param max_cost: refuse a batch whose estimated cost (``price_per_image`` each) is higher.
+    :param keys: one caller key per request (e.g. SKUs), carried with each image's record into
+        QA, review and the gallery. ``prompts`` may also be given as ``{key: prompt}``.
+    :param regenerate: any non-empty text (templated, e.g. ``"{{ params.regenerate }}"``) asks for
+        new images even where this task instance already has usable ones; each distinct value is
+        one new set of generations (paid once), stable across that value's retries.
 
     Landing a destination's files also emits an asset event for every ``Asset`` in ``outlets``
     (one for ``destination`` is added when it is a plain URI), and OpenLineage output datasets.
 
-    Retries never pay twice: taskUUIDs derive from the task instance, so the next try submits the
-    same UUIDs and re-attaches to the generations already running or done. A generation that
-    failed in an earlier try is replaced by a new one.
+    Retries never pay twice: taskUUIDs derive from the deployment's namespace and the task
+    instance, so the next try submits the same UUIDs and re-attaches to the generations already
+    running or done. A generation an earlier try left unusable (failed, unknown to the API, its
+    image URL expired before landing, its upload missing) is replaced by a new one, at most
+    ``MAX_GENERATIONS`` times, with the reason and the extra cost in the log.
+
+    Arguments that are invalid as written in the DAG file (not templated) fail the DAG's import;
+    templated ones are checked after rendering, before anything is sent.
     """
 
     template_fields: Sequence[str] = (
@@ -93,6 +109,8 @@ class BflImageInferenceOperator(BaseOperator):
         "request",
         "destination",
         "upload_to",
+        "keys",
+        "regenerate",
     )
     template_fields_renderers = {"request": "json", "prompts": "json", "safety": "json"}
     operator_extra_links = (BflImageLink(),)
@@ -135,6 +153,8 @@ class BflImageInferenceOperator(BaseOperator):
         max_images: int | None = None,
         max_cost: float | None = None,
         price_per_image: float = PRICE_PER_IMAGE_USD,
+        keys: Sequence[str] | str | None = None,
+        regenerate: str | bool | None = None,
         **kwargs: Any,
     ) -> None:
         if destination and "outlets" not in kwargs and _is_plain_uri(destination):
@@ -176,6 +196,9 @@ class BflImageInferenceOperator(BaseOperator):
         self.max_images = max_images
         self.max_cost = max_cost
         self.price_per_image = price_per_image
+        self.keys = keys
+        self.regenerate = regenerate
+        self._check_literal_arguments()
 
     @property
     def hook(self) -> BflHook:
@@ -188,6 +211,9 @@ class BflImageInferenceOperator(BaseOperator):
 
     def build_requests(self) -> list[ImageInferenceRequest]:
         """Validated requests from the (rendered) arguments; raises before anything is sent."""
+        return self._build().requests
+
+    def _build(self) -> _Batch:
         label = repr(self.task_id)
         if not self.generation_timeout or float(self.generation_timeout) <= 0:
             raise BflInvalidRequestError(
@@ -195,25 +221,10 @@ class BflImageInferenceOperator(BaseOperator):
                 parameter="generation_timeout",
             )
         try:
-            keywords = {name: getattr(self, name) for name in _requests.REQUEST_KEYWORDS}
-            keywords["include_cost"] = None  # an operator default, applied below
-            provider = {
-                key: value
-                for key, value in {
-                    "prompt_upsampling": self.prompt_upsampling,
-                    "safety_tolerance": self.safety_tolerance,
-                }.items()
-                if value is not None
-            }
-            items = _requests.request_dicts(self.request, self.prompts, keywords, provider)
-            defaults = {"include_cost": self.include_cost, "delivery_method": "async"}
-            items = [_requests.with_defaults(item, defaults) for item in items]
+            items, keys = self._request_items()
         except BflInvalidRequestError as exc:
-            raise BflInvalidRequestError(f"Task {label}: {exc.message}", parameter=exc.parameter) from None
+            raise exc.with_context(prefix=f"Task {label}: ") from None
         requests = _requests.validated(items, label)
-        self._explicit_uuids = {
-            r.task_uuid for r, item in zip(requests, items, strict=True) if _requests.has_task_uuid(item)
-        }
         needs_bytes_home = [r for r in requests if r.output_type in BYTE_OUTPUTS]
         if needs_bytes_home and not self.destination and self.wait_for_completion:
             raise BflInvalidRequestError(
@@ -240,158 +251,117 @@ class BflImageInferenceOperator(BaseOperator):
             price_per_image=self.price_per_image,
             task_label=label,
         )
-        return requests
+        explicit = [_requests.has_task_uuid(item) for item in items]
+        return _Batch(requests, explicit, keys)
 
-    def _assign_task_uuids(
-        self, context: Context, requests: list[ImageInferenceRequest]
-    ) -> list[ImageInferenceRequest]:
-        """Explicit taskUUIDs are kept; the others are remembered (3.3) or derived from the task instance."""
-        remembered = self._remembered_uuids(context, len(requests))
-        identity = _identity(context)
-        assigned = []
-        for index, request in enumerate(requests):
-            if request.task_uuid in self._explicit_uuids:
-                assigned.append(request)
-            elif remembered:
-                assigned.append(request.with_task_uuid(remembered[index]))
-            else:
-                identity_here = {**identity, "index": index}
-                assigned.append(request.with_task_uuid(derived_task_uuid(identity_here, request.to_wire())))
-        return assigned
+    def _request_items(self) -> tuple[list[dict[str, Any]], list[str | None]]:
+        """The raw request objects with the operator's defaults, and one caller key per request."""
+        keywords = {name: getattr(self, name) for name in _requests.REQUEST_KEYWORDS}
+        keywords["include_cost"] = None  # an operator default, applied below
+        provider = {
+            key: value
+            for key, value in {
+                "prompt_upsampling": self.prompt_upsampling,
+                "safety_tolerance": self.safety_tolerance,
+            }.items()
+            if value is not None
+        }
+        prompts, keys_from_prompts = _requests.split_keyed_prompts(self.prompts)
+        items = _requests.request_dicts(self.request, prompts, keywords, provider)
+        defaults = {"include_cost": self.include_cost, "delivery_method": "async"}
+        items = [_requests.with_defaults(item, defaults) for item in items]
+        keys = _requests.caller_keys(self.keys, keys_from_prompts, len(items))
+        return items, keys
 
-    def _remembered_uuids(self, context: Context, count: int) -> list[str] | None:
-        store = _compat.task_state_store(context)
-        if store is None:
-            return None
-        try:
-            value = store.get(STATE_KEY)
-        except Exception as exc:  # the store is an optimisation over derived UUIDs, never a blocker
-            self.log.warning("Could not read the task state store (%s); using derived taskUUIDs", exc)
-            return None
-        if isinstance(value, list) and len(value) == count and all(isinstance(v, str) for v in value):
-            self.log.info("Re-attaching to the %d taskUUID(s) an earlier try recorded", count)
-            return value
-        return None
+    def _check_literal_arguments(self) -> None:
+        """
+        Fail the DAG's import for arguments that are invalid as written (no template in them).
 
-    def _remember_uuids(self, context: Context, requests: Sequence[ImageInferenceRequest]) -> None:
-        store = _compat.task_state_store(context)
-        if store is None:
+        Only a batch that is entirely literal is checked here: a templated value can make any
+        other one valid or invalid, so those wait for the run, where they are checked after
+        rendering and before anything is sent.
+        """
+        names = (
+            *_requests.REQUEST_KEYWORDS,
+            "prompts",
+            "request",
+            "keys",
+            "prompt_upsampling",
+            "safety_tolerance",
+        )
+        if any(_requests.is_templated(getattr(self, name)) for name in names):
             return
-        try:
-            store.set(STATE_KEY, [request.task_uuid for request in requests])
-        except Exception as exc:
-            self.log.warning(
-                "Could not write the task state store (%s); retries rely on derived taskUUIDs", exc
-            )
-
-    # -- submitting -------------------------------------------------------------------------
-
-    def _submit(
-        self, context: Context, hook: BflHook, requests: list[ImageInferenceRequest]
-    ) -> tuple[list[ImageInferenceRequest], SubmitOutcome]:
-        """
-        Submit, re-attaching to what earlier tries submitted; replace generations that failed before.
-
-        Returns the requests as finally submitted (some may have a new generation's taskUUID).
-        """
-        identity = _identity(context)
-        generation = dict.fromkeys(range(len(requests)), 0)
-        to_send = list(range(len(requests)))
-        outcome: SubmitOutcome | None = None
-        for _ in range(MAX_GENERATIONS):
-            self._remember_uuids(context, requests)
-            batch = hook.submit([self._outgoing(context, requests[index]) for index in to_send])
-            outcome = batch if outcome is None else _merged(outcome, batch)
-            failed_before = self._failed_in_earlier_try(hook, batch) if batch.reattached else set()
-            to_send = [index for index in to_send if requests[index].task_uuid in failed_before]
-            if not to_send:
-                break
-            for index in to_send:
-                old = requests[index]
-                if old.task_uuid in self._explicit_uuids:
-                    raise BflInvalidRequestError(
-                        f"Task {self.task_id!r}: taskUUID {old.task_uuid} was given explicitly and its "
-                        "generation already failed; give a new taskUUID to generate again",
-                        parameter="taskUUID",
-                        task_uuid=old.task_uuid,
-                    )
-                generation[index] += 1
-                fresh = derived_task_uuid({**identity, "index": index}, old.to_wire(), generation[index])
-                self.log.warning(
-                    "Generation %s failed in an earlier try; submitting a replacement as %s",
-                    old.task_uuid,
-                    fresh,
-                )
-                requests[index] = old.with_task_uuid(fresh)
-                outcome.statuses.pop(old.task_uuid, None)
-                outcome.reattached.remove(old.task_uuid)
-        assert outcome is not None
-        return requests, outcome
-
-    def _outgoing(self, context: Context, request: ImageInferenceRequest) -> ImageInferenceRequest:
-        """
-        The request as sent: with a presigned ``uploadEndpoint`` when ``upload_to`` is set.
-
-        Added only here, after the taskUUID is fixed: a presigned URL differs on every try and
-        must not feed into the derived taskUUID.
-        """
-        if not self.upload_to:
-            return request
-        from airflow_provider_bfl.operators import _landing
-        from airflow_provider_bfl.storage.presigned import presigned_put_url
-
-        lander = self._lander(context, self.upload_to, self.upload_conn_id)
-        try:
-            target = _landing.upload_target(lander, request)
-        finally:
-            lander.close()
-        bucket, _, key = str(target.path).partition("/")
-        url = presigned_put_url(bucket, key, aws_conn_id=self.upload_conn_id)
-        return type(request).model_validate({**request.to_wire(), "uploadEndpoint": url})
-
-    def _failed_in_earlier_try(self, hook: BflHook, outcome: SubmitOutcome) -> set[str]:
-        expected = {uuid: outcome.statuses[uuid].expected_images for uuid in outcome.reattached}
-        statuses = hook.get_status(expected)
-        for uuid, status in statuses.items():
-            outcome.statuses[uuid] = status
-        return {uuid for uuid, status in statuses.items() if status.state is TaskState.ERROR}
+        if any(_requests.is_templated(value) for value in (self.destination, self.upload_to)):
+            return
+        self._build()
 
     # -- the task ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
         # Airflow resolves extra links whenever the task stops (to defer, or on an early failure).
         context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value="")
-        requests = self._assign_task_uuids(context, self.build_requests())
-        self._requests_by_uuid = {request.task_uuid: request for request in requests}
-        images = sum(request.number_results for request in requests)
-        self.log.info("Submitting %d generation(s), %d image(s)", len(requests), images)
-
+        batch = self._build()
+        self._check_destination()
+        identity = self._identity(context)
+        plan = _submission.assign(
+            batch.requests,
+            identity,
+            explicit=batch.explicit,
+            keys=batch.keys,
+            remembered=self._remembered(context, identity, len(batch.requests)),
+        )
+        self.log.info("Submitting %d generation(s), %d image(s)", len(plan), plan.image_count)
         hook = self.hook
         try:
-            requests, outcome = self._submit(context, hook, requests)
+            submission = self._submit(context, hook, plan, identity)
         finally:
             hook.close()
-        self._requests_by_uuid = {request.task_uuid: request for request in requests}
-        task_uuids = {r.task_uuid: r.number_results for r in requests if r.task_uuid not in outcome.rejected}
+        plan, outcome = submission.plan, submission.outcome
+        task_uuids = {uuid: count for uuid, count in plan.expected.items() if uuid not in outcome.rejected}
         context["ti"].xcom_push(key="task_uuids", value=task_uuids)
         if outcome.reattached:
             self.log.info("Re-attached to %d generation(s) already submitted", len(outcome.reattached))
         if outcome.rejected:
-            raise _rejected_error(self.task_id, outcome)
+            raise _rejected_error(self.task_id, plan, outcome)
         if not self.wait_for_completion:
             return task_uuids
+        return self._wait(context, plan, outcome.statuses, kept=[])
 
-        pending = outcome.pending
+    def _submit(
+        self,
+        context: Context,
+        hook: BflHook,
+        plan: GenerationPlan,
+        identity: TaskIdentity,
+        only: Sequence[str] | None = None,
+    ) -> _submission.Submission:
+        return _submission.submit(
+            hook,
+            plan,
+            identity,
+            outgoing=partial(self._outgoing, context),
+            remember=partial(self._remember, context, identity),
+            price_per_image=self.price_per_image,
+            log=self.log,
+            only=only,
+        )
+
+    def _wait(
+        self, context: Context, plan: GenerationPlan, statuses: Mapping[str, Any], kept: list[dict[str, Any]]
+    ) -> Any:
+        """Wait for ``statuses`` (in the triggerer or here), then finish with ``kept`` records."""
+        expected = {uuid: plan[uuid].number_results for uuid in statuses}
+        pending = [uuid for uuid, status in statuses.items() if not status.done]
         if pending and self.deferrable:
-            self._defer(task_uuids)
+            self._defer(expected, {"plan": plan.to_json(), "kept": kept})
         hook = self.hook
         try:
-            statuses = hook.poll_until_done(outcome.statuses, timeout=self.generation_timeout)
+            done = hook.poll_until_done(dict(statuses), timeout=self.generation_timeout)
         finally:
             hook.close()
-        return self._finish(context, events.from_statuses(statuses))
+        return self._finish(context, plan, events.from_statuses(done), kept)
 
-    def _defer(self, task_uuids: dict[str, int]) -> None:
+    def _defer(self, task_uuids: dict[str, int], resume_with: dict[str, Any]) -> None:
         from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 
         self.log.info("Deferring while %d generation(s) run", len(task_uuids))
@@ -403,54 +373,202 @@ class BflImageInferenceOperator(BaseOperator):
                 poll_interval=self.poll_interval,
             ),
             method_name="execute_complete",
+            # The plan rides in the task instance's resume arguments, never in the trigger's.
+            kwargs=resume_with,
             # The trigger reports its own deadline; Airflow's timeout is only the backstop.
             timeout=timedelta(seconds=self.generation_timeout + 300),
         )
 
-    def execute_complete(self, context: Context, event: Any = None) -> Any:
+    def execute_complete(
+        self,
+        context: Context,
+        event: Any = None,
+        plan: Any = None,
+        kept: list[dict[str, Any]] | None = None,
+    ) -> Any:
         event = events.validate(event)
-        # A resumed task is a fresh operator instance: rebuild the requests (same order as the
-        # taskUUIDs in the event) for the output formats and the summary.
-        requests = self.build_requests()
-        if len(requests) == len(event["task_uuids"]):
-            self._requests_by_uuid = dict(zip(event["task_uuids"], requests, strict=True))
-        return self._finish(context, event)
+        if plan is None:
+            if event["status"] != events.SUCCESS:
+                raise events.error_for(event).with_context(prefix=f"Task {self.task_id!r}: ")
+            raise BflError(
+                f"Task {self.task_id!r} resumed without its generation plan (deferred by an older "
+                "version of the provider?); clear the task: it re-attaches to the same generations"
+            )
+        return self._finish(context, GenerationPlan.from_json(plan), event, list(kept or []))
 
-    def _finish(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
-        from airflow_provider_bfl.operators import _landing
+    # -- finishing: land, replace the unusable, report ----------------------------------------
 
+    def _finish(
+        self, context: Context, plan: GenerationPlan, event: dict[str, Any], kept: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         ti = context["ti"]
-        results: list[dict[str, Any]] = list(event["results"])
-        requests = getattr(self, "_requests_by_uuid", {})
+        results = [_with_plan(entry, plan) for entry in event["results"]]
         failures: list[tuple[Any, BflError]] = []
         if results and (self.destination or self.upload_to):
             # Land what arrived even when a sibling failed: it is paid for, keep it durable.
-            results, failures = self._store(context, results, requests)
-        cost = _landing.total_cost(results)
-        if cost is not None:
-            ti.xcom_push(key="total_cost", value=cost)
-        if results and results[0].get("imageURL"):
-            ti.xcom_push(key=IMAGE_LINK_XCOM_KEY, value=results[0]["imageURL"])
-        self._log_summary(results, cost)
+            results, failures = self._store(context, results, plan)
+            unusable = {entry["taskUUID"]: error for entry, error in failures if isinstance(error, UNUSABLE)}
+            if (
+                event["status"] == events.SUCCESS
+                and failures
+                and len(unusable) == len({entry["taskUUID"] for entry, _ in failures})
+            ):
+                return self._replace_unusable(context, plan, unusable, kept + results)
+        records = kept + results
+        self._report_cost(ti, plan, records)
+        if records and records[0].get("imageURL"):
+            ti.xcom_push(key=IMAGE_LINK_XCOM_KEY, value=records[0]["imageURL"])
+        self._log_summary(plan, records)
         if event["status"] != events.SUCCESS or failures:
-            if results:
-                ti.xcom_push(key="partial_results", value=results)
-                self.log.warning("Kept %d image(s) that did arrive (XCom 'partial_results')", len(results))
-            raise self._failure(event, failures)
-        self._emit_assets(context, results)
-        return results
+            if records:
+                ti.xcom_push(key="partial_results", value=records)
+                self.log.warning("Kept %d image(s) that did arrive (XCom 'partial_results')", len(records))
+            raise self._failure(plan, event, failures)
+        self._emit_assets(context, records)
+        return records
 
-    def _failure(self, event: dict[str, Any], failures: list[tuple[Any, BflError]]) -> BflError:
+    def _replace_unusable(
+        self,
+        context: Context,
+        plan: GenerationPlan,
+        unusable: Mapping[str, BflError],
+        landed: list[dict[str, Any]],
+    ) -> Any:
+        """New generations for those whose images can no longer be had; the rest stays landed."""
+        identity = self._identity(context)
+        fresh = []
+        for task_uuid, error in unusable.items():
+            reason = (
+                "has an image URL that expired before it was landed"
+                if isinstance(error, BflImageExpiredError)
+                else "never uploaded its image"
+            )
+            plan, new_uuid = _submission.replacement(
+                plan, task_uuid, identity, reason=reason, price_per_image=self.price_per_image, log=self.log
+            )
+            fresh.append(new_uuid)
+        kept = [record for record in landed if record["taskUUID"] not in unusable]
+        hook = self.hook
+        try:
+            submission = self._submit(context, hook, plan, identity, only=fresh)
+        finally:
+            hook.close()
+        plan, outcome = submission.plan, submission.outcome
+        context["ti"].xcom_push(key="task_uuids", value=plan.expected)
+        if outcome.rejected:
+            raise _rejected_error(self.task_id, plan, outcome)
+        return self._wait(context, plan, outcome.statuses, kept)
+
+    def _failure(
+        self, plan: GenerationPlan, event: dict[str, Any], failures: list[tuple[Any, BflError]]
+    ) -> BflError:
         if event["status"] != events.SUCCESS:
             error = events.error_for(event)
+            labels = "; ".join(
+                f"{plan[f['taskUUID']].label}: {f['code']}: {f['message']}"
+                for f in event["failures"]
+                if f.get("taskUUID") in plan
+            )
+            if labels:
+                error = type(error)(
+                    f"{len(event['failures'])} of {len(plan)} generation(s) failed: {labels}",
+                    code=error.code,
+                    task_uuid=error.task_uuid,
+                )
         else:
             first = failures[0][1]
             details = "; ".join(str(error) for _, error in failures[:5])
-            error = type(first)(f"{len(failures)} image(s) could not be stored: {details}", code=first.code)
-            error.task_uuid = first.task_uuid
-        return type(error)(
-            f"Task {self.task_id!r}: {error.message}", code=error.code, task_uuid=error.task_uuid
+            error = type(first)(
+                f"{len(failures)} image(s) could not be stored: {details}",
+                code=first.code,
+                task_uuid=first.task_uuid,
+            )
+        return error.with_context(prefix=f"Task {self.task_id!r}: ")
+
+    # -- helpers of the task ----------------------------------------------------------------
+
+    def _identity(self, context: Context) -> TaskIdentity:
+        from airflow_provider_bfl.operators._namespace import deployment_namespace
+
+        ti = context["ti"]
+        hook = self.hook
+        extra = hook.get_connection(self.bfl_conn_id).extra_dejson
+        regenerate = "" if self.regenerate in (None, False, "", "False", "false") else str(self.regenerate)
+        return TaskIdentity(
+            namespace=deployment_namespace(extra, self.bfl_conn_id),
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+            regenerate=regenerate,
         )
+
+    def _check_destination(self) -> None:
+        from airflow_provider_bfl.storage.destination import validate_destination
+
+        for name, uri, conn_id in (
+            ("destination", self.destination, self.destination_conn_id),
+            ("upload_to", self.upload_to, self.upload_conn_id),
+        ):
+            if uri:
+                try:
+                    validate_destination(uri, conn_id)
+                except BflInvalidRequestError as exc:
+                    raise exc.with_context(prefix=f"Task {self.task_id!r}: {name}: ") from None
+
+    def _remembered(
+        self, context: Context, identity: TaskIdentity, count: int
+    ) -> list[tuple[str, int]] | None:
+        """The taskUUIDs (and generation numbers) an earlier try recorded (Airflow 3.3), if usable."""
+        store = _compat.task_state_store(context)
+        if store is None:
+            return None
+        try:
+            value = store.get(STATE_KEY)
+        except Exception as exc:  # the store is an optimisation over derived UUIDs, never a blocker
+            self.log.warning("Could not read the task state store (%s); using derived taskUUIDs", exc)
+            return None
+        remembered = _recorded_generations(value, identity.regenerate, count)
+        if remembered is not None:
+            self.log.info("Re-attaching to the %d taskUUID(s) an earlier try recorded", count)
+        return remembered
+
+    def _remember(self, context: Context, identity: TaskIdentity, plan: GenerationPlan) -> None:
+        store = _compat.task_state_store(context)
+        if store is None:
+            return
+        record = {
+            "regenerate": identity.regenerate,
+            "generations": [[entry.task_uuid, entry.generation] for entry in plan.values()],
+        }
+        try:
+            store.set(STATE_KEY, record)
+        except Exception as exc:
+            self.log.warning(
+                "Could not write the task state store (%s); retries rely on derived taskUUIDs", exc
+            )
+
+    def _outgoing(self, context: Context, entry: PlannedGeneration) -> ImageInferenceRequest:
+        """
+        The request as sent: with a presigned ``uploadEndpoint`` when ``upload_to`` is set.
+
+        Added only here, after the taskUUID is fixed: a presigned URL differs on every try and
+        must not feed into the derived taskUUID.
+        """
+        request = entry.request()
+        if not self.upload_to:
+            return request
+        from airflow_provider_bfl.operators import _landing
+        from airflow_provider_bfl.storage.presigned import presigned_put_url
+
+        lander = self._lander(context, self.upload_to, self.upload_conn_id)
+        try:
+            target = _landing.upload_target(lander, entry)
+        finally:
+            lander.close()
+        bucket, _, key = str(target.path).partition("/")
+        url = presigned_put_url(bucket, key, aws_conn_id=self.upload_conn_id)
+        return type(request).model_validate({**request.to_wire(), "uploadEndpoint": url})
 
     def _lander(self, context: Context, destination: str, conn_id: str | None) -> ImageLander:
         from airflow_provider_bfl.storage.landing import ImageLander
@@ -465,24 +583,22 @@ class BflImageInferenceOperator(BaseOperator):
         )
 
     def _store(
-        self, context: Context, results: list[dict[str, Any]], requests: dict[str, ImageInferenceRequest]
+        self, context: Context, results: list[dict[str, Any]], plan: GenerationPlan
     ) -> tuple[list[dict[str, Any]], list[tuple[Any, BflError]]]:
         from airflow_provider_bfl.operators import _landing
 
         if self.upload_to:
             with self._lander(context, self.upload_to, self.upload_conn_id) as lander:
-                records, failures = _landing.verify_uploads(lander, results, requests, self.upload_timeout)
-            self._stored_root = lander.root
+                records, failures = _landing.verify_uploads(lander, results, plan, self.upload_timeout)
             self.log.info("Verified %d upload(s) under %s", len(records), lander.root)
             return records, failures
         assert self.destination is not None
         hook = self.hook
         try:
             with self._lander(context, self.destination, self.destination_conn_id) as lander:
-                records, failures = _landing.land(lander, hook, results, requests)
+                records, failures = _landing.land(lander, hook, results, plan)
         finally:
             hook.close()
-        self._stored_root = lander.root
         self.log.info("Landed %d image(s) under %s (%d failed)", len(records), lander.root, len(failures))
         return records, failures
 
@@ -506,9 +622,12 @@ class BflImageInferenceOperator(BaseOperator):
         from airflow.providers.common.compat.openlineage.facet import Dataset
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        root = getattr(self, "_stored_root", None)
-        if root is None:
+        where = self.upload_to or self.destination
+        if not where:
             return OperatorLineage()
+        from airflow.sdk import ObjectStoragePath
+
+        root = ObjectStoragePath(where)
         if root.protocol in ("", "file", "local"):
             namespace, name = "file", str(root.path)
         else:
@@ -520,11 +639,27 @@ class BflImageInferenceOperator(BaseOperator):
 
     # -- results ----------------------------------------------------------------------------
 
-    def _log_summary(self, results: list[dict[str, Any]], cost: float | None) -> None:
-        requests = getattr(self, "_requests_by_uuid", {})
-        for entry in results:
-            request = requests.get(entry.get("taskUUID"))
-            size = f"{request.width}x{request.height}" if request else "?"
+    def _report_cost(self, ti: Any, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
+        """``total_cost`` is what this run was billed; re-attached explicit taskUUIDs are re-used."""
+        from airflow_provider_bfl.operators import _landing
+
+        billed = _landing.total_cost([r for r in records if not r.get("costReused")])
+        reused = _landing.total_cost([r for r in records if r.get("costReused")])
+        if billed is not None:
+            ti.xcom_push(key="total_cost", value=billed)
+        if reused is not None:
+            ti.xcom_push(key="reused_cost", value=reused)
+            self.log.info(
+                "%.4f USD of these images' cost was billed by an earlier run (re-attached, not billed again)",
+                reused,
+            )
+        if billed is not None:
+            self.log.info("Generated %d image(s); total cost %.4f USD", len(records), billed)
+
+    def _log_summary(self, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
+        for entry in records:
+            planned = plan.get(entry.get("taskUUID", ""))
+            size = f"{planned.width}x{planned.height}" if planned else "?"
             where = entry.get("storedURI") or entry.get("imageURL") or "-"
             self.log.info(
                 "image %s  %s  seed=%s  cost=%s  %s",
@@ -534,31 +669,57 @@ class BflImageInferenceOperator(BaseOperator):
                 entry.get("cost"),
                 where,
             )
-        if cost is not None:
-            self.log.info("Generated %d image(s); total cost %.4f USD", len(results), cost)
 
 
-def _identity(context: Context) -> dict[str, Any]:
-    ti = context["ti"]
-    return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+@dataclass(frozen=True)
+class _Batch:
+    """The validated requests of one task, whether each taskUUID was the caller's, and their keys."""
+
+    requests: list[ImageInferenceRequest]
+    explicit: list[bool]
+    keys: list[str | None]
 
 
-def _merged(first: SubmitOutcome, second: SubmitOutcome) -> SubmitOutcome:
-    first.accepted.extend(second.accepted)
-    first.reattached.extend(uuid for uuid in second.reattached if uuid not in first.reattached)
-    first.rejected.update(second.rejected)
-    first.statuses.update(second.statuses)
-    return first
+def _with_plan(entry: Mapping[str, Any], plan: GenerationPlan) -> dict[str, Any]:
+    """An image's record with what the plan knows of it: the prompt, the caller's key, re-use."""
+    planned = plan.get(entry.get("taskUUID", ""))
+    if planned is None:
+        return dict(entry)
+    extra: dict[str, Any] = {"prompt": planned.prompt}
+    if planned.key is not None:
+        extra["key"] = planned.key
+    if planned.reused:
+        extra["costReused"] = True
+    return {**entry, **extra}
 
 
-def _rejected_error(task_id: str, outcome: SubmitOutcome) -> BflError:
+def _recorded_generations(value: Any, regenerate: str, count: int) -> list[tuple[str, int]] | None:
+    """The store's record if it is this batch's (same size, same regenerate token), else None."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):  # recorded by 0.1
+        value = {"regenerate": "", "generations": [[v, 0] for v in value]}
+    if not isinstance(value, dict) or value.get("regenerate", "") != regenerate:
+        return None
+    generations = value.get("generations")
+    if not isinstance(generations, list) or len(generations) != count:
+        return None
+    try:
+        return [(str(uuid), int(generation)) for uuid, generation in generations]
+    except (TypeError, ValueError):
+        return None
+
+
+def _rejected_error(task_id: str, plan: GenerationPlan, outcome: Any) -> BflError:
     first = next(iter(outcome.rejected.values()))
-    details = "; ".join(f"{uuid}: {error}" for uuid, error in outcome.rejected.items())
+    details = "; ".join(
+        f"{plan[uuid].label if uuid in plan else uuid}: {error}" for uuid, error in outcome.rejected.items()
+    )
     running = len(outcome.accepted) + len(outcome.reattached)
-    message = f"Task {task_id!r}: the API refused {len(outcome.rejected)} request(s): {details}." + (
+    message = f"the API refused {len(outcome.rejected)} request(s): {details}." + (
         f" {running} other generation(s) were accepted; a retry re-attaches to them." if running else ""
     )
-    return type(first)(message, code=first.code, parameter=first.parameter, task_uuid=first.task_uuid)
+    return type(first)(
+        message, code=first.code, parameter=first.parameter, task_uuid=first.task_uuid
+    ).with_context(prefix=f"Task {task_id!r}: ")
 
 
 def _is_plain_uri(value: str) -> bool:

@@ -46,9 +46,10 @@ def test_keyword_request_generates_and_returns_small_json(bfl_conn: RunwareEmula
     assert len(results) == 2
     assert {entry["seed"] for entry in results} == {7, 8}
     assert all(
-        set(entry) <= {"taskType", "taskUUID", "imageUUID", "imageURL", "seed", "cost", "NSFWContent"}
+        set(entry) <= {"taskType", "taskUUID", "imageUUID", "imageURL", "seed", "cost", "NSFWContent", "prompt"}
         for entry in results
     )
+    assert {entry["prompt"] for entry in results} == {"a red bicycle"}  # ties each image to its request
     assert all(entry["cost"] == 0.04 for entry in results)  # includeCost is on by default
     task_uuids = xcom(dag_run, "generate", key="task_uuids")
     assert task_uuids == {results[0]["taskUUID"]: 2}
@@ -105,11 +106,10 @@ def test_invalid_input_fails_the_task_before_any_http_request(bfl_conn: RunwareE
 
 
 def test_validation_message_names_task_parameter_value_and_range() -> None:
-    operator = BflImageInferenceOperator(
-        task_id="hero_shot", prompts=["a lamp", "b"], width=1000, height=512, output_quality=10
-    )
-    with pytest.raises(BflInvalidRequestError) as caught:
-        operator.build_requests()
+    with pytest.raises(BflInvalidRequestError) as caught:  # literal arguments: checked when the DAG is parsed
+        BflImageInferenceOperator(
+            task_id="hero_shot", prompts=["a lamp", "b"], width=1000, height=512, output_quality=10
+        )
     message = str(caught.value)
     assert "Task 'hero_shot': nothing was submitted" in message
     assert "request 1 of 2: width: got 1000" in message
@@ -136,8 +136,8 @@ def test_careless_arguments_get_clear_errors(kwargs: dict[str, Any], fragment: s
         with pytest.raises(TypeError, match="widht"):
             BflImageInferenceOperator(task_id="t", **kwargs)
         return
-    with pytest.raises(BflInvalidRequestError, match=fragment):
-        BflImageInferenceOperator(task_id="t", **kwargs).build_requests()
+    with pytest.raises(BflInvalidRequestError, match=fragment):  # literal: refused when the DAG is parsed
+        BflImageInferenceOperator(task_id="t", **kwargs)
 
 
 def test_a_batch_of_prompts_goes_in_one_http_request(bfl_conn: RunwareEmulator) -> None:
