@@ -47,12 +47,13 @@ def format_matches(facts: ImageFacts, requested_format: str) -> CheckResult:
 
 
 def dimensions(facts: ImageFacts, requested_width: int, requested_height: int) -> CheckResult:
-    """The decoded size is exactly the requested width x height."""
-    decoded = f"{facts.width}x{facts.height}"
+    """The decoded size is exactly the requested width x height (from the header when not decoded)."""
+    measured = f"{facts.width}x{facts.height}"
     requested = f"{requested_width}x{requested_height}"
     if (facts.width, facts.height) != (requested_width, requested_height):
-        return CheckResult(False, f"decoded {decoded}, requested {requested}")
-    return CheckResult(True, f"{decoded} as requested")
+        how = "decoded" if facts.decoded else "not decoded, the header declares"
+        return CheckResult(False, f"{how} {measured}, requested {requested}")
+    return CheckResult(True, f"{measured} as requested")
 
 
 def not_blank(

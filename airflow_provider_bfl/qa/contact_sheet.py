@@ -1,15 +1,18 @@
 """
 A contact sheet: one PNG that shows a reviewer a whole QA run at a glance.
 
-A title line with the run summary, then a grid of thumbnails in input order, each with a two-line
-label: ``#index`` and ``PASS`` in green or the failing check names in red, then the action. Images
+A header with the title and run summary (wrapped onto as many lines as the sheet's width needs,
+so a one-image sheet shows it whole), then a grid of thumbnails in input order, each with a
+two-line label: ``#index`` and ``PASS`` in green or the failing check names in red, then the
+action and the image's key (e.g. a SKU) or prompt when the record carries one. Images
 are read one at a time (from ``quarantinedURI`` when they were moved) and shrunk before the next is
 read, so only the sheet itself is held in memory: about 48 MB of pixels for 200 images at 256 px.
 
 Layout, all in pixels (``columns`` defaults to ``min(n, 8)``)::
 
     width  = columns * cell_size + (columns + 1) * GAP
-    height = TITLE_HEIGHT + rows * (cell_size + LABEL_HEIGHT) + (rows + 1) * GAP
+    height = header + rows * (cell_size + LABEL_HEIGHT) + (rows + 1) * GAP
+    header = max(TITLE_HEIGHT, 2 * GAP + header lines * LINE_HEIGHT)
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from typing import Any
 
 from airflow_provider_bfl.qa import storage
 from airflow_provider_bfl.qa.errors import QAInputError
-from airflow_provider_bfl.qa.imaging import require_pillow
+from airflow_provider_bfl.qa.imaging import allowed_pixels, oversized, require_pillow
 from airflow_provider_bfl.qa.report import failed_checks, summary_line
 
 GAP = 8
 TITLE_HEIGHT = 32
+#: Height of one line of 13 px text.
+LINE_HEIGHT = 16
 LABEL_HEIGHT = 34
 DEFAULT_CELL_SIZE = 256
 DEFAULT_COLUMNS = 8
@@ -38,23 +43,58 @@ PASS_COLOR = (0, 140, 0)
 FAIL_COLOR = (204, 0, 0)
 
 
-def grid_size(count: int, cell_size: int = DEFAULT_CELL_SIZE, columns: int | None = None) -> tuple[int, int]:
-    """``(width, height)`` of the sheet for ``count`` images (see the module docstring)."""
+def grid_size(
+    count: int, cell_size: int = DEFAULT_CELL_SIZE, columns: int | None = None, header: int = TITLE_HEIGHT
+) -> tuple[int, int]:
+    """``(width, height)`` of the sheet for ``count`` images under a ``header`` px header."""
     columns = _columns(count, columns)
     rows = math.ceil(count / columns)
     return (
         columns * cell_size + (columns + 1) * GAP,
-        TITLE_HEIGHT + rows * (cell_size + LABEL_HEIGHT) + (rows + 1) * GAP,
+        header + rows * (cell_size + LABEL_HEIGHT) + (rows + 1) * GAP,
     )
 
 
 def cell_origin(
-    index: int, count: int, cell_size: int = DEFAULT_CELL_SIZE, columns: int | None = None
+    index: int,
+    count: int,
+    cell_size: int = DEFAULT_CELL_SIZE,
+    columns: int | None = None,
+    header: int = TITLE_HEIGHT,
 ) -> tuple[int, int]:
     """Top-left corner of image ``index``'s cell; its label starts ``cell_size`` pixels lower."""
     columns = _columns(count, columns)
     row, column = divmod(index, columns)
-    return GAP + column * (cell_size + GAP), TITLE_HEIGHT + GAP + row * (cell_size + LABEL_HEIGHT + GAP)
+    return GAP + column * (cell_size + GAP), header + GAP + row * (cell_size + LABEL_HEIGHT + GAP)
+
+
+def header_height(lines: int) -> int:
+    return max(TITLE_HEIGHT, 2 * GAP + lines * LINE_HEIGHT)
+
+
+def header_lines(text: str, width: int, font: Any | None = None) -> list[str]:
+    """``text`` wrapped to ``width`` px at spaces (a word wider than a line is cut): nothing is dropped."""
+    require_pillow()
+    font = font or _font()
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        candidate = f"{current} {word}" if current else word
+        if font.getlength(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            lines.append(current)
+        while font.getlength(word) > width and len(word) > 1:
+            cut = len(word) - 1
+            while cut > 1 and font.getlength(word[:cut]) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current:
+        lines.append(current)
+    return lines or [""]
 
 
 def make_contact_sheet(
@@ -84,13 +124,17 @@ def make_contact_sheet(
         raise QAInputError(
             f"cell_size: got {cell_size!r}; allowed: an integer from 32 to 1024", parameter="cell_size"
         )
-    sheet = Image.new("RGB", grid_size(count, cell_size, columns), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
     font = _font()
+    width = grid_size(count, cell_size, columns)[0]
     heading = f"{title} - {summary_line(verdicts)}" if title else f"Image QA - {summary_line(verdicts)}"
-    draw.text((GAP, GAP), _fit(draw, heading, font, sheet.width - 2 * GAP), fill=TEXT_COLOR, font=font)
+    lines = header_lines(heading, width - 2 * GAP, font)
+    header = header_height(len(lines))
+    sheet = Image.new("RGB", grid_size(count, cell_size, columns, header), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for number, line in enumerate(lines):
+        draw.text((GAP, GAP + number * LINE_HEIGHT), line, fill=TEXT_COLOR, font=font)
     for index, verdict in enumerate(verdicts):
-        left, top = cell_origin(index, count, cell_size, columns)
+        left, top = cell_origin(index, count, cell_size, columns, header)
         draw.rectangle((left, top, left + cell_size - 1, top + cell_size - 1), fill=CELL_BACKGROUND)
         thumbnail = _thumbnail(verdict, cell_size, conn_id)
         if thumbnail is None:
@@ -108,7 +152,15 @@ def make_contact_sheet(
             fill=color,
             font=font,
         )
-        draw.text((left + 2, label_top + 15), verdict["qa"]["action"], fill=TEXT_COLOR, font=font)
+        about = verdict.get("key") or verdict.get("prompt")
+        second = (
+            f"{verdict['qa']['action']} - {about}"
+            if isinstance(about, str) and about
+            else verdict["qa"]["action"]
+        )
+        draw.text(
+            (left + 2, label_top + 15), _fit(draw, second, font, cell_size - 4), fill=TEXT_COLOR, font=font
+        )
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
     target = storage.path_of(destination, conn_id)
@@ -134,6 +186,8 @@ def _thumbnail(verdict: Mapping[str, Any], cell_size: int, conn_id: str | None) 
         return None
     try:
         with Image.open(io.BytesIO(storage.read_bytes(uri, conn_id))) as image:
+            if oversized(image, allowed_pixels(verdict.get("requested"))):
+                return None  # a header declaring more pixels than requested is never decoded
             image.draft("RGB", (cell_size, cell_size))  # JPEG decodes at a reduced scale: faster, smaller
             image.thumbnail((cell_size, cell_size), Image.Resampling.LANCZOS)
             return image.convert("RGB")

@@ -15,7 +15,7 @@ from typing import Any
 from airflow_provider_bfl.qa import checks, storage
 from airflow_provider_bfl.qa.config import CHECKS, POLICIES, QAConfig
 from airflow_provider_bfl.qa.errors import QAInputError
-from airflow_provider_bfl.qa.imaging import ImageFacts, measure, require_pillow
+from airflow_provider_bfl.qa.imaging import ImageFacts, allowed_pixels, measure, require_pillow
 from airflow_provider_bfl.qa.report import image_label
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def evaluate(records: Iterable[Mapping[str, Any]], config: QAConfig | None = Non
     found_at: list[str | None] = []
     for record in items:
         data, location, read_error = _read(record, config)
-        facts = measure(data) if data is not None else ImageFacts(error=read_error)
+        max_pixels = allowed_pixels(record.get("requested"))
+        facts = measure(data, max_pixels) if data is not None else ImageFacts(error=read_error)
         results.append(_image_checks(record, facts, None if data is None else len(data), config))
         hashes.append(facts.dhash)
         found_at.append(location)
@@ -136,15 +137,19 @@ def _image_checks(
 ) -> dict[str, checks.CheckResult]:
     requested = record.get("requested") or {}
     ran: dict[str, checks.CheckResult] = {}
-    if config.enabled("decodes"):
+    if facts.not_decoded is not None and config.enabled("decodes") and not config.enabled("dimensions"):
+        ran["decodes"] = checks.CheckResult(False, facts.not_decoded)
+    elif config.enabled("decodes") and facts.not_decoded is None:
         ran["decodes"] = checks.decodes(facts)
-    if facts.decoded:
+    # An image declaring more pixels than requested is judged from its header: the dimensions
+    # check fails it without a decode (and with that check off, decodes says why it was not run).
+    if facts.header_read:
         if config.enabled("format"):
             ran["format"] = checks.format_matches(facts, requested["outputFormat"])
         if config.enabled("dimensions"):
             ran["dimensions"] = checks.dimensions(facts, requested["width"], requested["height"])
-        if config.enabled("not_blank"):
-            ran["not_blank"] = checks.not_blank(facts, config.min_stddev, config.max_dominant_share)
+    if facts.decoded and config.enabled("not_blank"):
+        ran["not_blank"] = checks.not_blank(facts, config.min_stddev, config.max_dominant_share)
     if size is not None and config.enabled("file_size"):
         ran["file_size"] = checks.file_size(size, config.min_bytes, config.max_bytes)
     if config.enabled("nsfw"):

@@ -9,6 +9,7 @@ Pillow is imported inside the functions only: DAG parsing imports this package c
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,9 @@ BUCKET_SHIFT = 4
 #: The difference hash compares neighbours on a HASH_SIDE x HASH_SIDE grid, rows and columns.
 HASH_SIDE = 8
 HASH_BITS = 2 * HASH_SIDE * HASH_SIDE
+#: Pixels of the largest image the model makes (1440x1440): the decode limit when a record does not
+#: say what was requested.
+MAX_MODEL_PIXELS = 1440 * 1440
 
 
 PILLOW_MISSING = "Image QA needs Pillow: pip install 'airflow-provider-bfl[images]'"
@@ -34,9 +38,15 @@ def require_pillow() -> None:
 
 @dataclass(frozen=True)
 class ImageFacts:
-    """What one decode of an image told us; ``error`` is set (and the rest empty) when it failed."""
+    """
+    What one decode of an image told us; ``error`` is set (and the rest empty) when it failed.
+
+    ``not_decoded`` says why the pixels were refused (more than the request allows): then only
+    the header's ``format``, ``width`` and ``height`` are known.
+    """
 
     error: str | None = None
+    not_decoded: str | None = None
     format: str | None = None
     width: int = 0
     height: int = 0
@@ -46,13 +56,40 @@ class ImageFacts:
 
     @property
     def decoded(self) -> bool:
+        return self.error is None and self.not_decoded is None
+
+    @property
+    def header_read(self) -> bool:
         return self.error is None
 
 
-def measure(data: bytes) -> ImageFacts:
+def allowed_pixels(requested: Any) -> int:
+    """Most pixels QA decodes for a record: what its request asked for, else the model's largest image."""
+    if isinstance(requested, Mapping):
+        width, height = requested.get("width"), requested.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+            return width * height
+    return MAX_MODEL_PIXELS
+
+
+def oversized(image: Any, max_pixels: int) -> str | None:
+    """Why ``image`` (opened, header read, not decoded) must not be decoded, or None."""
+    width, height = image.size
+    if width * height > max_pixels:
+        return (
+            f"not decoded: the header declares {width}x{height} ({width * height} pixels), more than "
+            f"the {max_pixels} the request allows"
+        )
+    return None
+
+
+def measure(data: bytes, max_pixels: int = MAX_MODEL_PIXELS) -> ImageFacts:
     """
     Decode ``data`` completely and measure it; a decode failure is reported, not raised.
 
+    The header is checked first: an image declaring more than ``max_pixels`` (what the request
+    allows) is reported, never decoded, so a 481 KiB PNG declaring 13000x13000 costs nothing.
+    Pillow's own bomb limit is process-wide and far higher (89 million pixels), so it is no guard.
     Relies on Pillow refusing truncated files, its default: code that sets the process-wide
     ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` makes truncated images decode (QA leaves it alone).
     """
@@ -60,6 +97,11 @@ def measure(data: bytes) -> ImageFacts:
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            too_big = oversized(image, max_pixels)
+            if too_big is not None:
+                return ImageFacts(
+                    not_decoded=too_big, format=image.format, width=image.width, height=image.height
+                )
             image.load()  # the header alone says nothing about a truncated or corrupt body
             decoded_format = image.format
             width, height = image.size

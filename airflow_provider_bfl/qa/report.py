@@ -14,15 +14,16 @@ from typing import Any
 ACTIONS = ("kept", "quarantined", "skipped", "failed")
 #: At most this many images are spelled out in a failure message; the rest are counted.
 MAX_LISTED_FAILURES = 20
+#: Characters of a prompt the table shows.
+PROMPT_WIDTH = 40
 
 
 def image_label(index: int, record: Mapping[str, Any]) -> str:
+    """``#3 (imageUUID 9a1b...)``, with the caller's key when the record has one: ``#3 SKU-17 (...)``."""
     image_uuid = record.get("imageUUID")
-    return (
-        f"#{index + 1} (imageUUID {image_uuid})"
-        if image_uuid
-        else f"#{index + 1} ({record.get('storedURI')})"
-    )
+    key = record.get("key")
+    number = f"#{index + 1} {key}" if isinstance(key, str) and key else f"#{index + 1}"
+    return f"{number} (imageUUID {image_uuid})" if image_uuid else f"{number} ({record.get('storedURI')})"
 
 
 def counts(verdicts: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -46,13 +47,15 @@ def failed_checks(verdict: Mapping[str, Any]) -> list[str]:
 
 
 def format_table(verdicts: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width table, one line per image: what happened and why."""
-    rows = [("#", "imageUUID", "size", "bytes", "action", "reasons")]
+    """A fixed-width table, one line per image: what happened and why (with key and prompt when known)."""
+    extras = [name for name in ("key", "prompt") if any(verdict.get(name) for verdict in verdicts)]
+    rows: list[tuple[str, ...]] = [("#", *extras, "imageUUID", "size", "bytes", "action", "reasons")]
     for index, verdict in enumerate(verdicts):
         width, height = verdict.get("width"), verdict.get("height")
         rows.append(
             (
                 str(index + 1),
+                *(_cell(verdict.get(name)) for name in extras),
                 str(verdict.get("imageUUID", "-")),
                 f"{width}x{height}" if width and height else "-",
                 str(verdict.get("bytes", "-")),
@@ -66,6 +69,14 @@ def format_table(verdicts: Sequence[Mapping[str, Any]]) -> str:
         for row in rows
     ]
     return "\n".join([summary_line(verdicts), *lines])
+
+
+def _cell(value: Any) -> str:
+    """A table cell: one line, at most :data:`PROMPT_WIDTH` characters."""
+    if not value:
+        return "-"
+    text = " ".join(str(value).split())
+    return text if len(text) <= PROMPT_WIDTH else text[: PROMPT_WIDTH - 3] + "..."
 
 
 def failure_message(

@@ -102,7 +102,15 @@ def test_dimensions_catch_an_image_of_another_size(source: ImageSource, tmp_path
     assert only([land(tmp_path, wide)])["qa"]["checks"]["dimensions"]["ok"] is True
     verdict = only([land(tmp_path, wide, requested_width=256, requested_height=256, image_uuid="wrong-size")])
     assert failed(verdict) == ["dimensions"]
-    assert verdict["qa"]["checks"]["dimensions"]["detail"] == "decoded 512x256, requested 256x256"
+    # More pixels than requested: judged from the header, never decoded.
+    assert (
+        verdict["qa"]["checks"]["dimensions"]["detail"]
+        == "not decoded, the header declares 512x256, requested 256x256"
+    )
+    assert "decodes" not in verdict["qa"]["checks"] and "not_blank" not in verdict["qa"]["checks"]
+    narrow = only([land(tmp_path, wide, requested_width=1024, requested_height=256, image_uuid="narrow")])
+    assert narrow["qa"]["checks"]["dimensions"]["detail"] == "decoded 512x256, requested 1024x256"
+    assert narrow["qa"]["checks"]["decodes"]["ok"] is True
 
 
 @pytest.mark.parametrize("output_format", ["PNG", "JPG", "WEBP"])

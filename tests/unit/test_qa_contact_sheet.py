@@ -11,9 +11,14 @@ from PIL import Image, ImageStat
 
 from airflow_provider_bfl.qa import QAInputError, qa_images
 from airflow_provider_bfl.qa.contact_sheet import (
+    BACKGROUND,
     CELL_BACKGROUND,
+    GAP,
     LABEL_HEIGHT,
+    LINE_HEIGHT,
     cell_origin,
+    grid_size,
+    header_lines,
     make_contact_sheet,
 )
 from tests.unit.qa_images import ImageSource, image_source, land, path_of
@@ -24,9 +29,14 @@ def source() -> Iterator[ImageSource]:
     yield from image_source()
 
 
+def header_of(sheet: Image.Image, count: int, cell: int = 256) -> int:
+    """The header height the sheet was drawn with: what is left above the grid."""
+    return sheet.height - grid_size(count, cell, header=0)[1]
+
+
 def label_colours(sheet: Image.Image, index: int, count: int, cell: int = 256) -> tuple[int, int]:
     """(green-ish, red-ish) pixel counts in the first label line under cell ``index``."""
-    left, top = cell_origin(index, count, cell)
+    left, top = cell_origin(index, count, cell, header=header_of(sheet, count, cell))
     band = sheet.crop((left, top + cell, left + cell, top + cell + LABEL_HEIGHT // 2)).convert("RGB")
     raw = band.tobytes()
     pixels = [(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
@@ -36,7 +46,7 @@ def label_colours(sheet: Image.Image, index: int, count: int, cell: int = 256) -
 
 
 def cell_stddev(sheet: Image.Image, index: int, count: int, cell: int = 256) -> float:
-    left, top = cell_origin(index, count, cell)
+    left, top = cell_origin(index, count, cell, header=header_of(sheet, count, cell))
     return float(max(ImageStat.Stat(sheet.crop((left, top, left + cell, top + cell))).stddev))
 
 
@@ -73,7 +83,9 @@ def test_sheet_grid_thumbnails_and_label_colours(source: ImageSource, tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("count", "size"), [(1, (256 + 16, 32 + 290 + 16)), (200, (8 * 256 + 72, 32 + 25 * 290 + 26 * 8))]
+    # One image: the 256 px wide header wraps the summary onto 2 lines (2 * 8 + 2 * 16 = 48 px).
+    ("count", "size"),
+    [(1, (256 + 16, 48 + 290 + 16)), (200, (8 * 256 + 72, 32 + 25 * 290 + 26 * 8))],
 )
 def test_sheet_size_follows_the_grid_from_one_to_two_hundred_images(
     source: ImageSource, tmp_path: Path, count: int, size: tuple[int, int]
@@ -93,3 +105,38 @@ def test_sheet_size_follows_the_grid_from_one_to_two_hundred_images(
 def test_sheet_refuses_an_empty_run(tmp_path: Path) -> None:
     with pytest.raises(QAInputError, match="needs 1 to 1000 verdicts; got 0"):
         make_contact_sheet([], str(tmp_path / "sheet.png"))
+
+
+def band_ink(sheet: Image.Image, box: tuple[int, int, int, int]) -> int:
+    """Pixels in ``box`` that are not the sheet's background (text, thumbnails)."""
+    raw = sheet.crop(box).convert("RGB").tobytes()
+    return sum(1 for i in range(0, len(raw), 3) if (raw[i], raw[i + 1], raw[i + 2]) != BACKGROUND)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_header_of_a_small_sheet_is_wrapped_whole_inside_the_sheet(
+    source: ImageSource, tmp_path: Path, count: int
+) -> None:
+    record = land(tmp_path, source.generate("a lighthouse", seed=7, output_format="JPG"))
+    verdicts: list[dict[str, Any]] = [
+        {**record, "qa": {"passed": True, "action": "kept", "reasons": [], "checks": {}}}
+    ] * count
+    title = "nightly manual__2026-11-25T10:00:00+00:00"
+    uri = make_contact_sheet(verdicts, f"file://{tmp_path}/sheet.png", title=title)
+    heading = f"{title} - {count} image(s): {count} passed, 0 quarantined, 0 skipped, 0 failed"
+    with Image.open(path_of(uri)) as sheet:
+        sheet.load()
+        lines = header_lines(heading, sheet.width - 2 * GAP)
+        assert len(lines) >= 2  # too wide for one line at this width: it wraps instead of being cut
+        assert "".join(lines).replace(" ", "") == heading.replace(" ", "")  # nothing dropped
+        header = header_of(sheet, count)
+        assert header == 2 * GAP + len(lines) * LINE_HEIGHT
+        for number in range(len(lines)):  # every line was drawn, in its own band
+            top = GAP + number * LINE_HEIGHT
+            assert band_ink(sheet, (0, top, sheet.width, top + LINE_HEIGHT)) > 30, (
+                f"line {number + 1} is empty"
+            )
+        # No text runs into the right margin, and the header ends above the first cell.
+        assert band_ink(sheet, (sheet.width - GAP + 1, 0, sheet.width, header)) == 0
+        first_cell_top = cell_origin(0, count, header=header)[1]
+        assert band_ink(sheet, (0, GAP + len(lines) * LINE_HEIGHT, sheet.width, first_cell_top)) == 0

@@ -88,14 +88,14 @@ def test_operator_rerun_after_quarantine_succeeds_with_jinja_rendered_images(
 
 def test_operator_fails_the_task_and_keeps_the_verdicts(source: ImageSource, tmp_path: Path) -> None:
     good = land(tmp_path, source.generate("a harbour", seed=4))
-    wide = land(tmp_path, source.generate("a quay", seed=5, width=512), requested_width=256)
+    wide = land(tmp_path, source.generate("a quay", seed=5), requested_width=512)
     sheet = tmp_path / "sheet.png"
     dag_run = run_qa([good, wide], f"policies={{'near_duplicate': 'off'}}, contact_sheet={str(sheet)!r}")
     assert task_states(dag_run) == {"land": "success", "qa": "failed"}
     assert sheet.exists()  # the reviewer's overview is written when QA fails, too
     verdicts = xcom(dag_run, "qa", key="verdicts")
     assert [v["qa"]["action"] for v in verdicts] == ["kept", "failed"]
-    assert verdicts[1]["qa"]["reasons"] == ["dimensions: decoded 512x256, requested 256x256"]
+    assert verdicts[1]["qa"]["reasons"] == ["dimensions: decoded 256x256, requested 512x256"]
     assert xcom(dag_run, "qa", key="passed") is None
     assert xcom(dag_run, "qa") is None
 

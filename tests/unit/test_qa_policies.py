@@ -43,7 +43,7 @@ def batch(source: ImageSource, tmp_path: Path) -> dict[str, dict[str, Any]]:
         "nsfw": land(root, source.generate("nsfw poster", seed=5, check_content=True)),
         "duplicate": land(root, source.generate("a lighthouse", seed=1, fresh=True)),
         "corrupt": land(root, corrupt, data=corrupt.data[:2000]),
-        "wrong_size": land(root, source.generate("a quay", seed=4, width=512), requested_width=256),
+        "wrong_size": land(root, source.generate("a quay", seed=4), requested_width=512),
     }
 
 
@@ -79,7 +79,7 @@ def test_fail_raises_after_evaluating_everything_and_names_each_image_and_check(
         in message
     )
     assert f"#4 (imageUUID {batch['wrong_size']['imageUUID']})" in message
-    assert "dimensions: decoded 512x256, requested 256x256" in message
+    assert "dimensions: decoded 256x256, requested 512x256" in message
     assert "#1 " not in message and "#3 " not in message
     # The quarantine of the NSFW image still happened before the task failed.
     assert [v["qa"]["action"] for v in error.verdicts] == ["kept", "failed", "quarantined", "failed"]
@@ -113,7 +113,7 @@ def test_policy_override_turns_a_quarantine_into_a_failure(batch: dict[str, dict
 
 def test_most_severe_policy_wins_and_quarantine_still_moves(source: ImageSource, tmp_path: Path) -> None:
     # A blank image (quarantine) of the wrong size (fail): the task fails, the file is still moved.
-    record = land(tmp_path, source.generate("blank", seed=6, width=512), requested_width=256)
+    record = land(tmp_path, source.generate("blank", seed=6), requested_width=512)
     with pytest.raises(QAFailedError) as caught:
         qa_images([record])
     [verdict] = caught.value.verdicts
