@@ -25,6 +25,7 @@ from airflow_provider_bfl.exceptions import (
     BflError,
     BflImageExpiredError,
     BflInvalidRequestError,
+    BflMalformedResponseError,
     BflUploadMissingError,
 )
 from airflow_provider_bfl.links import IMAGE_LINK_XCOM_KEY, BflImageLink
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 #: Task state store key (Airflow 3.3) holding the taskUUIDs this task instance submitted.
 STATE_KEY = "bfl_task_uuids"
+#: XCom key of the generation plan (and the records already landed) while the task is deferred.
+PLAN_XCOM_KEY = "bfl_plan"
 #: Landing failures that make a generation unusable: a new generation is the only way to the image.
 UNUSABLE = (BflImageExpiredError, BflUploadMissingError)
 #: FLUX.1.1 [pro] on Runware, per image (the budget guard's estimate; the API reports the real cost).
@@ -353,7 +356,9 @@ class BflImageInferenceOperator(BaseOperator):
         expected = {uuid: plan[uuid].number_results for uuid in statuses}
         pending = [uuid for uuid, status in statuses.items() if not status.done]
         if pending and self.deferrable:
-            self._defer(expected, {"plan": plan.to_json(), "kept": kept})
+            # The plan waits in XCom (never in the trigger's kwargs); dag.test() drops resume kwargs.
+            context["ti"].xcom_push(key=PLAN_XCOM_KEY, value={"plan": plan.to_json(), "kept": kept})
+            self._defer(expected)
         hook = self.hook
         try:
             done = hook.poll_until_done(dict(statuses), timeout=self.generation_timeout)
@@ -361,7 +366,7 @@ class BflImageInferenceOperator(BaseOperator):
             hook.close()
         return self._finish(context, plan, events.from_statuses(done), kept)
 
-    def _defer(self, task_uuids: dict[str, int], resume_with: dict[str, Any]) -> None:
+    def _defer(self, task_uuids: dict[str, int]) -> None:
         from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 
         self.log.info("Deferring while %d generation(s) run", len(task_uuids))
@@ -373,28 +378,29 @@ class BflImageInferenceOperator(BaseOperator):
                 poll_interval=self.poll_interval,
             ),
             method_name="execute_complete",
-            # The plan rides in the task instance's resume arguments, never in the trigger's.
-            kwargs=resume_with,
             # The trigger reports its own deadline; Airflow's timeout is only the backstop.
             timeout=timedelta(seconds=self.generation_timeout + 300),
         )
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: Any = None,
-        plan: Any = None,
-        kept: list[dict[str, Any]] | None = None,
-    ) -> Any:
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
         event = events.validate(event)
-        if plan is None:
+        ti = context["ti"]
+        saved = (
+            None
+            if ti is None
+            else ti.xcom_pull(task_ids=ti.task_id, key=PLAN_XCOM_KEY, map_indexes=ti.map_index)
+        )
+        if not isinstance(saved, Mapping):
             if event["status"] != events.SUCCESS:
                 raise events.error_for(event).with_context(prefix=f"Task {self.task_id!r}: ")
             raise BflError(
-                f"Task {self.task_id!r} resumed without its generation plan (deferred by an older "
-                "version of the provider?); clear the task: it re-attaches to the same generations"
+                f"Task {self.task_id!r} resumed without its generation plan (XCom {PLAN_XCOM_KEY!r}; "
+                "deferred by an older version of the provider?); clear the task: it re-attaches to "
+                "the same generations"
             )
-        return self._finish(context, GenerationPlan.from_json(plan), event, list(kept or []))
+        return self._finish(
+            context, GenerationPlan.from_json(saved.get("plan")), event, list(saved.get("kept") or [])
+        )
 
     # -- finishing: land, replace the unusable, report ----------------------------------------
 
@@ -402,6 +408,12 @@ class BflImageInferenceOperator(BaseOperator):
         self, context: Context, plan: GenerationPlan, event: dict[str, Any], kept: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         ti = context["ti"]
+        foreign = sorted({str(entry.get("taskUUID")) for entry in event["results"]} - set(plan))
+        if foreign:
+            raise BflMalformedResponseError(
+                f"Task {self.task_id!r}: the trigger reported images of taskUUID(s) not in this task's "
+                f"plan: {', '.join(foreign[:5])}"
+            )
         results = [_with_plan(entry, plan) for entry in event["results"]]
         failures: list[tuple[Any, BflError]] = []
         if results and (self.destination or self.upload_to):
@@ -414,7 +426,8 @@ class BflImageInferenceOperator(BaseOperator):
                 and len(unusable) == len({entry["taskUUID"] for entry, _ in failures})
             ):
                 return self._replace_unusable(context, plan, unusable, kept + results)
-        records = kept + results
+        order = {uuid: index for index, uuid in enumerate(plan)}
+        records = sorted(kept + results, key=lambda record: order[record["taskUUID"]])  # batch order
         self._report_cost(ti, plan, records)
         if records and records[0].get("imageURL"):
             ti.xcom_push(key=IMAGE_LINK_XCOM_KEY, value=records[0]["imageURL"])

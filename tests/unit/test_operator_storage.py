@@ -87,14 +87,12 @@ def test_a_templated_destination_needs_explicit_outlets() -> None:
 
 
 def test_lineage_names_the_storage_location() -> None:
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
     operator = BflImageInferenceOperator(task_id="t", positive_prompt="ab", width=256, height=256)
     assert operator.get_openlineage_facets_on_complete(None).outputs == []
-    operator._stored_root = ObjectStoragePath("s3://catalogue-bucket/images/nightly")
+    operator.destination = "s3://catalogue-bucket/images/nightly"  # as rendered for the run
     [dataset] = operator.get_openlineage_facets_on_complete(None).outputs
     assert (dataset.namespace, dataset.name) == ("s3://catalogue-bucket", "images/nightly")
-    operator._stored_root = ObjectStoragePath("file:///data/images")
+    operator.destination = "file:///data/images"
     [dataset] = operator.get_openlineage_facets_on_complete(None).outputs
     assert (dataset.namespace, dataset.name) == ("file", "/data/images")
 
@@ -141,11 +139,33 @@ def s3_server_prefix(client: Any) -> str:
 
 
 def test_upload_to_refuses_several_images_per_request() -> None:
-    operator = BflImageInferenceOperator(
-        task_id="t", positive_prompt="ab", width=256, height=256, number_results=2, upload_to="s3://b/p"
+    with pytest.raises(ValueError, match="numberResults 1"):  # literal: refused when the DAG is parsed
+        BflImageInferenceOperator(
+            task_id="t", positive_prompt="ab", width=256, height=256, number_results=2, upload_to="s3://b/p"
+        )
+
+
+def test_an_upload_that_never_arrived_is_replaced_by_a_new_generation(
+    bfl_conn: RunwareEmulator, s3_bucket: Any
+) -> None:
+    bfl_conn.configure(lose_uploads=1)  # the first generation's image never reaches the bucket
+    dag_run = run(
+        f"""
+        with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+            BflImageInferenceOperator(task_id="generate", positive_prompt="a lamp", width=256, height=256,
+                                      output_format="PNG", upload_to="s3://{s3_bucket.bucket}/uploads",
+                                      upload_timeout=3, deferrable=False)
+        """
     )
-    with pytest.raises(ValueError, match="numberResults 1"):
-        operator.build_requests()
+    assert task_states(dag_run) == {"generate": "success"}
+    snapshot = bfl_conn.snapshot()
+    assert len(snapshot.tasks) == 2 and snapshot.images_billed == 2  # the lost one and its replacement
+    assert snapshot.uploads == 1
+    [record] = xcom(dag_run, "generate")
+    assert record["storedURI"].endswith(f"{record['taskUUID']}/uploaded.png")
+    [lost] = set(snapshot.tasks) - {record["taskUUID"]}
+    sent = {task["taskUUID"]: task["uploadEndpoint"] for task in bfl_conn.received_tasks("imageInference")}
+    assert sent[lost] != sent[record["taskUUID"]]  # each generation has its own object
 
 
 @pytest.mark.parametrize(
@@ -159,12 +179,13 @@ def test_budget_guard_refuses_before_any_money_is_spent(
     bfl_conn: RunwareEmulator, guard: dict[str, float], fragment: str
 ) -> None:
     batch = {"prompts": ["a lamp", "a chair", "a mug"], "width": 256, "height": 256, "number_results": 2}
-    with pytest.raises(BflBudgetExceededError, match=re.escape(fragment)):
-        BflImageInferenceOperator(task_id="t", **batch, **guard).build_requests()
+    with pytest.raises(BflBudgetExceededError, match=re.escape(fragment)):  # literal: at parse time
+        BflImageInferenceOperator(task_id="t", **batch, **guard)
+    templated = {**batch, "number_results": "{{ 2 }}"}  # known only at run time: refused there, unsent
     dag_run = run(
         f"""
         with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
-            BflImageInferenceOperator(task_id="generate", **{batch!r}, **{guard!r})
+            BflImageInferenceOperator(task_id="generate", **{templated!r}, **{guard!r})
         """
     )
     assert task_states(dag_run) == {"generate": "failed"}
