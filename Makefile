@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install lint typecheck test demo clean
+.PHONY: install lint typecheck test demo clean browser-deps screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser-deps
 	$(BIN)/pytest -q
 
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
+
+# Debian's Chromium for tests/browser (driven by Playwright; no browser download), installed only
+# when missing.
+browser-deps:
+	@command -v chromium >/dev/null || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+# Re-makes the README's screenshots (docs/*.png) from a real api-server and a real pipeline run.
+screenshots: $(STAMP) browser-deps
+	BFL_SCREENSHOTS_DIR=docs $(BIN)/pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output

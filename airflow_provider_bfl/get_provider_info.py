@@ -25,7 +25,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-bfl",
         "name": "Black Forest Labs FLUX (Runware)",
-        "description": "Generate images with FLUX.1.1 [pro] (bfl:2@1) through the Runware task API.",
+        "description": "Generate images with FLUX.1.1 pro (model bfl:2@1) through the Runware task API.",
         "versions": [__version__],
         "integrations": [
             {
@@ -89,4 +89,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_bfl.links.BflImageLink"],
+        # Loaded by Airflow only with [core] lazy_discover_providers = False; the airflow.plugins
+        # entry point (airflow_provider_bfl.ui.entry_point) covers the default.
+        "plugins": [
+            {"name": "bfl_image_gallery", "plugin-class": "airflow_provider_bfl.ui.plugin.BflGalleryPlugin"}
+        ],
     }

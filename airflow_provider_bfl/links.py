@@ -1,22 +1,25 @@
-"""The operator's extra link: straight to the first generated image."""
+"""The operator's extra link: the task instance's page in the image gallery (never an expiring URL)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from airflow.providers.common.compat.sdk import BaseOperatorLink
+
+from airflow_provider_bfl.ui import urls
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-#: XCom key under which the operator records the link target.
+#: XCom key the operator used to push the first image's URL under; the link no longer reads it.
 IMAGE_LINK_XCOM_KEY = "bfl_image_url"
 
 
 class BflImageLink(BaseOperatorLink):
-    name = "FLUX image"
+    name = "FLUX images"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        url = XCom.get_value(key=IMAGE_LINK_XCOM_KEY, ti_key=ti_key)
-        return url if isinstance(url, str) else ""
+        return urls.under_base(
+            urls.task_instance_page(ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index)
+        )

@@ -11,11 +11,17 @@ A scheduled content pipeline next to the ETL that feeds the product catalogue:
    them in the triggerer and **land_variants** stores them next to the heroes.
 4. **qa** checks every image (decodes, format, size, not blank, not flagged, no near-duplicates),
    quarantines what fails and writes a contact sheet of the batch with each verdict.
-5. **review**: a reviewer approves or rejects the batch in Airflow's UI (*human_review*, with each
-   image's location and QA verdict, and a field to leave images out). With `params.review = "auto"`
-   (offline demos, trusted prompts) *auto_review* approves the QA-passed images instead, so the run
-   never waits for a human.
+5. **review**: a reviewer publishes or rejects the batch in Airflow's *Required actions*
+   (*human_review*: every image as a thumbnail with its prompt and QA verdict, a link to the same
+   images full size in the gallery, and a pick list to leave images out). Rejecting, or nobody
+   answering within 12 hours, fails the run: nothing is published. With `params.review = "auto"`
+   (offline demos, trusted prompts) *auto_review* approves the QA-passed images instead.
 6. **publish** copies the approved images to `{destination}/published/{run}` and returns them.
+
+Safe to unpause: images go to `params.destination` or, when that is empty (scheduled runs), to the
+`bfl_catalogue_destination` Variable; without either the run fails before anything is generated.
+Runs may overlap (each lands in its own folder), so a scheduled run waiting for its reviewer does
+not block a manual one. Every task has an *Images* tab (the gallery plugin).
 
 Retries are safe and cheap: generations re-attach by taskUUID, landing and publishing skip what is
 already stored.
@@ -29,36 +35,36 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 
 from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
 from airflow_provider_bfl.operators.qa import BflImageQAOperator
+from airflow_provider_bfl.review.operator import BflImageReviewOperator
 from airflow_provider_bfl.sensors.bfl import BflImageInferenceSensor
 
 PROMPTS_FILE = Path(__file__).parent / "data" / "catalogue_prompts.json"
 VARIANT = {"width": 1216, "height": 832, "outputFormat": "JPG"}
 
-REVIEW_BODY = """
-Tonight's catalogue images. Approve to publish every image that passed QA;
-list imageUUIDs under *exclude* to leave some out.
-
-| image | stored at | QA |
-| --- | --- | --- |
-{% for v in ti.xcom_pull(task_ids='qa') %}| {{ v.imageUUID }} | {{ v.get('quarantinedURI') or v.storedURI }} | {{ 'pass' if v.qa.passed else v.qa.action ~ ': ' ~ v.qa.reasons | join('; ') }} |
-{% endfor %}
-"""
+#: Where images land unless the run says otherwise (``params.destination``): an Airflow Variable,
+#: so a scheduled run never writes to a guessed folder. Unset, the run fails at render time, before
+#: anything is generated or paid for, naming the Variable.
+DESTINATION = "{{ params.destination or var.value.bfl_catalogue_destination }}"
+RUN_FOLDER = "{{ run_id | replace(':', '_') | replace('+', '_') }}"
 
 with DAG(
     dag_id="example_bfl_catalogue_pipeline",
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
+    catchup=False,  # unpausing creates one run (the latest night), never a backlog
+    # Runs land in folders of their own, so they may overlap: a scheduled run waiting for its
+    # reviewer never blocks a manual run.
+    max_active_runs=3,
     tags=["bfl", "example", "content-pipeline"],
     params={
         "destination": Param(
-            "file:///tmp/bfl-catalogue", type="string", description="Where images are stored"
+            "",
+            type="string",
+            description="Where images are stored (URI or path); empty: the bfl_catalogue_destination Variable",
         ),
         "review": Param("human", enum=["human", "auto"], description="Who approves the batch"),
     },
@@ -82,7 +88,7 @@ with DAG(
         request=load_prompts(),
         deferrable=True,
         generation_timeout=1800,
-        destination="{{ params.destination }}",
+        destination=DESTINATION,
         outlets=[Asset(name="catalogue_hero_images")],
         max_images=50,
     )
@@ -108,14 +114,12 @@ with DAG(
     )
 
     @task
-    def land_variants(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def land_variants(results: list[dict[str, Any]], destination: str) -> list[dict[str, Any]]:
         """Store the sensor's images beside the heroes (the operator lands its own; a sensor does not)."""
         from airflow_provider_bfl.storage.landing import ImageLander
 
         context = get_current_context()
-        with ImageLander(
-            context["params"]["destination"], dag_id=context["dag"].dag_id, run_id=context["run_id"]
-        ) as lander:
+        with ImageLander(destination, dag_id=context["dag"].dag_id, run_id=context["run_id"]) as lander:
             records, failures = lander.land_urls(results, {r["taskUUID"]: VARIANT for r in results})
         if failures:
             raise failures[0][1]
@@ -123,43 +127,39 @@ with DAG(
 
     qa = BflImageQAOperator(
         task_id="qa",
-        images=[hero_images.output, land_variants(variant_results.output)],
-        contact_sheet="{{ params.destination }}/contact-sheets/{{ run_id | replace(':', '_') | replace('+', '_') }}.png",
+        images=[hero_images.output, land_variants(variant_results.output, DESTINATION)],
+        contact_sheet=f"{DESTINATION}/contact-sheets/{RUN_FOLDER}.png",
     )
 
     @task.branch
     def choose_review() -> str:
         return "auto_review" if get_current_context()["params"]["review"] == "auto" else "human_review"
 
-    human_review = ApprovalOperator(
+    human_review = BflImageReviewOperator(
         task_id="human_review",
-        subject="Approve tonight's catalogue images?",
-        body=REVIEW_BODY,
-        defaults="Reject",  # nothing is published unless someone says so
-        response_timeout=timedelta(hours=12),
-        params={"exclude": Param([], type="array", description="imageUUIDs to leave out")},
+        images=qa.output,  # the verdicts: thumbnails, SKU, prompt and QA verdict per image
+        subject="Publish tonight's catalogue images?",
+        intro="Tonight's catalogue images. Anything QA held back is shown but never published.",
+        response_timeout=timedelta(hours=12),  # then rejected: nothing is published unasked
     )
 
     @task
-    def auto_review() -> dict[str, Any]:
+    def auto_review(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
         """The offline stand-in for a reviewer: approve whatever passed QA."""
-        return {"chosen_options": ["Approve"], "params_input": {"exclude": []}, "responded_by": "auto_review"}
+        from airflow_provider_bfl.qa import passed_records
+
+        return {"approved": passed_records(verdicts), "left_out": [], "responded_by": "auto_review"}
 
     @task(trigger_rule="none_failed_min_one_success")
-    def publish(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Copy the approved, QA-passed images to the published prefix."""
-        from airflow_provider_bfl.qa import passed_records
+    def publish(destination: str) -> list[dict[str, Any]]:
+        """Copy the approved images to the published prefix (a rejected review fails before this)."""
         from airflow_provider_bfl.storage.publishing import publish_images
 
         context = get_current_context()
         ti = context["ti"]
         decision = ti.xcom_pull(task_ids="human_review") or ti.xcom_pull(task_ids="auto_review")
-        if not decision or decision["chosen_options"] != ["Approve"]:
-            return []
-        excluded = set(decision.get("params_input", {}).get("exclude") or [])
-        approved = [record for record in passed_records(verdicts) if record["imageUUID"] not in excluded]
         run_folder = context["run_id"].replace(":", "_").replace("+", "_")
-        return publish_images(approved, f"{context['params']['destination']}/published/{run_folder}")
+        return publish_images(decision["approved"], f"{destination}/published/{run_folder}")
 
     review = choose_review()
-    qa >> review >> [human_review, auto_review()] >> publish(qa.output)
+    qa >> review >> [human_review, auto_review(qa.output)] >> publish(DESTINATION)

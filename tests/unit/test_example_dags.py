@@ -101,7 +101,9 @@ def test_catalogue_pipeline_runs_end_to_end(
     assert bfl_conn.snapshot().images_billed == 8
 
 
-def _answer_review(chosen: list[str], stop: threading.Event) -> None:
+def _answer_review(
+    chosen: list[str], leave_out: list[int], seen: dict[str, Any], stop: threading.Event
+) -> None:
     """
     Play the reviewer: record the answer exactly as Airflow's HITL REST endpoint does.
 
@@ -127,8 +129,10 @@ def _answer_review(chosen: list[str], stop: threading.Event) -> None:
             ).first()
             detail = session.get(HITLDetail, ti.id) if ti is not None else None
             if ti is not None and detail is not None:
+                seen.update(body=detail.body, options=detail.options, params=detail.params)
+                labels = detail.params["leave_out"]["schema"]["examples"]
                 detail.chosen_options = chosen
-                detail.params_input = {"exclude": []}
+                detail.params_input = {"leave_out": [labels[i] for i in leave_out]}
                 detail.responded_at = timezone.utcnow()
                 detail.responded_by = {"id": "reviewer-1", "name": "Catalogue reviewer"}
                 session.add(detail)
@@ -139,12 +143,16 @@ def _answer_review(chosen: list[str], stop: threading.Event) -> None:
         stop.wait(0.2)
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.usefixtures("airflow_db")
-@pytest.mark.parametrize("decision", ["Approve", "Reject"])
+@pytest.mark.parametrize("decision", ["Publish", "Reject the batch"])
 def test_catalogue_pipeline_human_review(bfl_conn: RunwareEmulator, tmp_path: Path, decision: str) -> None:
+    """The reviewer sees 8 thumbnails, leaves #2 out by picking it; a rejection fails the run visibly."""
     dag = _installed(PIPELINE_DAG)
+    _set_deferrable(dag, False)
     stop = threading.Event()
-    reviewer = threading.Thread(target=_answer_review, args=([decision], stop), daemon=True)
+    seen: dict[str, Any] = {}
+    reviewer = threading.Thread(target=_answer_review, args=([decision], [1], seen, stop), daemon=True)
     reviewer.start()
     try:
         run = dag.test(run_conf={"destination": f"file://{tmp_path}", "review": "human"})
@@ -152,9 +160,18 @@ def test_catalogue_pipeline_human_review(bfl_conn: RunwareEmulator, tmp_path: Pa
         stop.set()
         reviewer.join(5)
     states = task_states(run)
-    assert states["auto_review"] == "skipped" and states["human_review"] == "success"
-    if decision == "Approve":
-        assert states["publish"] == "success" and len(xcom(run, "publish")) == 8
+    assert seen["options"] == ["Publish", "Reject the batch"]
+    assert seen["body"].count("](/bfl-gallery/thumb/example_bfl_catalogue_pipeline/") == 8
+    labels = seen["params"]["leave_out"]["schema"]["examples"]
+    assert len(labels) == 8 and labels[1].startswith("#2 ")
+    assert states["auto_review"] == "skipped"
+    if decision == "Publish":
+        assert states["human_review"] == "success" and states["publish"] == "success"
+        published = xcom(run, "publish")
+        assert len(published) == 7
+        assert xcom(run, "qa")[1]["imageUUID"] not in {r["imageUUID"] for r in published}
+        assert run.state == "success"
     else:
-        assert states["publish"] == "skipped"
+        assert states["human_review"] == "failed" and states["publish"] == "upstream_failed"
+        assert run.state == "failed"
         assert not (tmp_path / "published").exists()

@@ -1,0 +1,1 @@
+"""A human review of generated images that shows the pictures (see :mod:`.operator`)."""

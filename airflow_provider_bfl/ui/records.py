@@ -1,0 +1,147 @@
+"""
+What the gallery may show: the images a run's records name, merged per image.
+
+A run records each image several times: the generating operator's XCom (``storedURI`` ...), then
+the QA task's verdict (the same record plus ``qa`` and, when moved, ``quarantinedURI``), then maybe
+a publishing task's copy (``publishedURI``). :func:`gallery_images` folds them into one entry per
+image, in the order the images were first recorded. The objects those records name are the only
+ones the gallery ever reads: :meth:`GalleryImage.locations`.
+
+:func:`read_xcom_records` is the one place that knows where records are stored (XCom rows today;
+a JSON Lines manifest for large batches later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: The XCom keys whose values are lists of image records: results and verdicts, and the verdicts
+#: a failing QA task pushes before it raises.
+RECORD_XCOM_KEYS = ("return_value", "verdicts")
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    """One XCom value holding image records, and which task instance pushed it."""
+
+    task_id: str
+    map_index: int
+    records: Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    """One image as the gallery shows it: its merged record and where it was first recorded."""
+
+    image_id: str
+    record: Mapping[str, Any]
+    task_id: str
+    map_index: int
+
+    @property
+    def qa(self) -> Mapping[str, Any] | None:
+        qa = self.record.get("qa")
+        return qa if isinstance(qa, Mapping) else None
+
+    @property
+    def verdict(self) -> str:
+        """``kept``/``quarantined``/``skipped``/``failed`` from QA, or ``unchecked``."""
+        return str(self.qa.get("action", "unchecked")) if self.qa else "unchecked"
+
+    def locations(self) -> list[str]:
+        """Where the bytes are, most likely first: a quarantined object no longer sits at storedURI."""
+        candidates = (self.record.get(key) for key in ("quarantinedURI", "storedURI", "publishedURI"))
+        return list(dict.fromkeys(uri for uri in candidates if isinstance(uri, str) and uri))
+
+
+def is_image_record(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("storedURI"), str)
+
+
+def record_sets(task_id: str, map_index: int, value: Any) -> list[RecordSet]:
+    """The image records in one XCom value (a list of records, or a list of such lists)."""
+    if not isinstance(value, list):
+        return []
+    if value and all(isinstance(item, list) for item in value):
+        return [s for item in value for s in record_sets(task_id, map_index, item)]
+    records = [item for item in value if is_image_record(item)]
+    return [RecordSet(task_id, map_index, records)] if records else []
+
+
+def image_id(record: Mapping[str, Any]) -> str:
+    """The imageUUID when the API gave one, else a digest of where the image was stored."""
+    uuid = record.get("imageUUID")
+    if isinstance(uuid, str) and uuid:
+        return uuid
+    return "uri-" + hashlib.sha256(str(record["storedURI"]).encode()).hexdigest()[:32]
+
+
+def gallery_images(
+    sets: Iterable[RecordSet], *, task_id: str | None = None, map_index: int | None = None
+) -> list[GalleryImage]:
+    """
+    One entry per image, in first-recorded order; later records of an image add to its record.
+
+    With ``task_id`` only the images that task instance recorded are listed, but what the other
+    tasks of the run recorded about them (the QA verdict, the published copy) is still merged in.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    origin: dict[str, tuple[str, int]] = {}
+    for record_set in sets:
+        for record in record_set.records:
+            key = image_id(record)
+            merged.setdefault(key, {}).update(record)
+            origin.setdefault(key, (record_set.task_id, record_set.map_index))
+    if task_id is not None:
+        mine = {
+            image_id(record)
+            for s in sets
+            if s.task_id == task_id and (map_index is None or s.map_index == map_index)
+            for record in s.records
+        }
+        return [
+            GalleryImage(key, merged[key], task_id, map_index if map_index is not None else -1)
+            for key in merged
+            if key in mine
+        ]
+    return [GalleryImage(key, record, *origin[key]) for key, record in merged.items()]
+
+
+@dataclass(frozen=True)
+class Totals:
+    images: int
+    cost: float
+    verdicts: Mapping[str, int]
+
+
+def totals(images: Sequence[GalleryImage]) -> Totals:
+    counts: dict[str, int] = {}
+    for entry in images:
+        counts[entry.verdict] = counts.get(entry.verdict, 0) + 1
+    cost = sum(float(entry.record.get("cost") or 0) for entry in images)
+    return Totals(images=len(images), cost=round(cost, 6), verdicts=counts)
+
+
+def read_xcom_records(dag_id: str, run_id: str) -> list[RecordSet]:
+    """Every image record the run's task instances pushed, oldest first (read in the api-server)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = (
+        select(XComModel)
+        .where(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run_id,
+            XComModel.key.in_(RECORD_XCOM_KEYS),
+        )
+        .order_by(XComModel.timestamp, XComModel.task_id, XComModel.map_index)
+    )
+    with create_session() as session:
+        rows = [
+            (row.task_id, row.map_index, XComModel.deserialize_value(row)) for row in session.scalars(query)
+        ]
+    return [s for task_id, map_index, value in rows for s in record_sets(task_id, map_index, value)]

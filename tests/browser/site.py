@@ -1,0 +1,188 @@
+"""
+A real Airflow site on loopback for the browser tests: one ``airflow api-server`` and one run of
+the catalogue pipeline (``dag.test()`` in its own process, against the emulator) that lands images,
+QA-checks them and then waits for its reviewer, all sharing one SQLite database.
+
+Users (simple auth manager, ``DagScopedAuthManager``): ``reviewer`` (role user), ``outsider``
+(role user, but no access to the pipeline's DAG) and ``admin``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.deployment.processes import free_port
+
+REPO = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+DAG_ID = "example_bfl_catalogue_pipeline"
+PASSWORDS = {"reviewer": "reviewer-pw", "outsider": "outsider-pw", "admin": "admin-pw"}
+ROLES = {"reviewer": "user", "outsider": "user", "admin": "admin"}
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        if process is not None and process.poll() is not None:
+            break
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"Timed out waiting for {what}\n{tail}")
+
+
+@dataclass
+class AirflowSite:
+    root: Path
+    connection: str
+    port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    run_id: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def destination(self) -> Path:
+        return self.root / "images"
+
+    def env(self) -> dict[str, str]:
+        home = self.root / "home"
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+            "AIRFLOW_HOME": str(home),
+            "PYTHONPATH": str(self.root / "pythonpath"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__AUTH_MANAGER": "bfl_browser_auth.DagScopedAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in ROLES.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "browser-tests-jwt-secret-0123456789abcdef",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW_CONN_BFL_DEFAULT": self.connection,
+        }
+
+    def prepare(self) -> None:
+        home = self.root / "home"
+        (home / "dags").mkdir(parents=True)
+        shutil.copytree(REPO / "example_dags" / "data", home / "dags" / "data")
+        shutil.copy(REPO / "example_dags" / f"{DAG_ID}.py", home / "dags")
+        (home / "passwords.json").write_text(json.dumps(PASSWORDS))
+        # The auth manager on a path of its own: the repo root on PYTHONPATH would make Airflow see
+        # the package's metadata twice (its egg-info) and register every plugin twice.
+        (self.root / "pythonpath").mkdir()
+        shutil.copy(
+            Path(__file__).parent / "auth_manager.py", self.root / "pythonpath" / "bfl_browser_auth.py"
+        )
+        subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    def _start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.root / f"{name}.log"
+        process = subprocess.Popen(
+            argv,
+            env=self.env(),
+            cwd=self.root,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process, log
+
+    def start_api_server(self) -> None:
+        process, log = self._start(
+            "api-server",
+            [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
+        )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for("the api-server", healthy, 120, process, log)
+
+    def start_pipeline_run(self) -> None:
+        """The pipeline with a human reviewer: it lands and checks 8 images, then waits for review."""
+        code = (
+            "import sys\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            f"bag = DagBag(dag_folder={str(self.root / 'home' / 'dags')!r})\n"
+            f"dag = bag.dags[{DAG_ID!r}]\n"
+            "for task in dag.tasks:  # wait in the worker: no trigger runs inline, the run is quicker\n"
+            "    if hasattr(task, 'deferrable') and task.task_id != 'human_review':\n"
+            "        task.deferrable = False\n"
+            f"run = dag.test(run_conf={{'destination': {f'file://{self.destination}'!r}, 'review': 'human'}})\n"
+            "print('RUN-STATE', run.state)\n"
+        )
+        self.pipeline, self.pipeline_log = self._start("pipeline", [sys.executable, "-c", code])
+
+    def token(self, user: str) -> str:
+        response = httpx.post(
+            f"{self.base_url}/auth/token", json={"username": user, "password": PASSWORDS[user]}, timeout=10
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def api(self, user: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.token(user)}"}, timeout=30
+        )
+
+    def wait_for_review(self, timeout: float = 150) -> dict[str, Any]:
+        """The run's human_review task instance once it waits for its reviewer."""
+        with self.api("admin") as api:
+
+            def awaiting() -> dict[str, Any] | None:
+                runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns").json().get("dag_runs", [])
+                if not runs:
+                    return None
+                self.run_id = runs[0]["dag_run_id"]
+                ti = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{self.run_id}/taskInstances/human_review")
+                if ti.status_code == 200 and ti.json()["state"] in ("deferred", "awaiting_input"):
+                    return dict(ti.json())
+                return None
+
+            return dict(wait_for("the review request", awaiting, timeout, self.pipeline, self.pipeline_log))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait(5)
