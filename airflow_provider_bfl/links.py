@@ -12,9 +12,6 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-#: XCom key the operator used to push the first image's URL under; the link no longer reads it.
-IMAGE_LINK_XCOM_KEY = "bfl_image_url"
-
 
 class BflImageLink(BaseOperatorLink):
     name = "FLUX images"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
 from airflow_provider_bfl.models.request import ImageInferenceRequest
 
@@ -30,19 +30,6 @@ REQUEST_KEYWORDS = (
 )
 
 
-def _decoded(value: Any, what: str) -> Any:
-    """A templated ``request=`` renders to text; accept it as JSON."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise BflInvalidRequestError(
-                f"{what} must be a request object (or a list of them), got a string that is not JSON: {value[:80]!r}",
-                parameter="request",
-            ) from None
-    return value
-
-
 def request_dicts(
     request: Any,
     prompts: Any,
@@ -58,7 +45,7 @@ def request_dicts(
                 f"Give either request= or keyword parameters, not both (also given: {', '.join(names)})",
                 parameter="request",
             )
-        request = _decoded(request, "request")
+        request = decode_rendered(request, parameter="request")
         items = [request] if isinstance(request, Mapping) else request
         if isinstance(items, str) or not isinstance(items, Sequence):
             raise BflInvalidRequestError(
@@ -77,7 +64,9 @@ def request_dicts(
     if provider_bfl:
         given["provider_settings"] = {"bfl": dict(provider_bfl)}
     prompts = (
-        _decoded(prompts, "prompts") if isinstance(prompts, str) and prompts.startswith("[") else prompts
+        decode_rendered(prompts, parameter="prompts")
+        if isinstance(prompts, str) and looks_like_literal(prompts)
+        else prompts
     )
     if prompts is None:
         return [given]
@@ -178,7 +167,7 @@ def caller_keys(keys: Any, from_prompts: list[str] | None, count: int) -> list[s
     if keys is not None and from_prompts is not None:
         raise BflInvalidRequestError("Give keys= or prompts as {key: prompt}, not both", parameter="keys")
     if isinstance(keys, str):
-        keys = _decoded(keys, "keys") if keys.startswith("[") else [keys]
+        keys = decode_rendered(keys, parameter="keys") if looks_like_literal(keys) else [keys]
     chosen = from_prompts if keys is None else keys
     if chosen is None:
         return [None] * count

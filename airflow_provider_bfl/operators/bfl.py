@@ -28,7 +28,7 @@ from airflow_provider_bfl.exceptions import (
     BflMalformedResponseError,
     BflUploadMissingError,
 )
-from airflow_provider_bfl.links import IMAGE_LINK_XCOM_KEY, BflImageLink
+from airflow_provider_bfl.links import BflImageLink
 from airflow_provider_bfl.models.request import BYTE_OUTPUTS
 from airflow_provider_bfl.operators import _requests
 from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
@@ -78,6 +78,8 @@ class BflImageInferenceOperator(BaseOperator):
     :param max_cost: refuse a batch whose estimated cost (``price_per_image`` each) is higher.
     :param keys: one caller key per request (e.g. SKUs), carried with each image's record into
         QA, review and the gallery. ``prompts`` may also be given as ``{key: prompt}``.
+    :param image_hosts: download images only from these hosts (``"*.runware.ai"`` matches any host
+        under it), redirects included; by default any host, at most a few redirects.
     :param regenerate: any non-empty text (templated, e.g. ``"{{ params.regenerate }}"``) asks for
         new images even where this task instance already has usable ones; each distinct value is
         one new set of generations (paid once), stable across that value's retries.
@@ -158,6 +160,7 @@ class BflImageInferenceOperator(BaseOperator):
         price_per_image: float = PRICE_PER_IMAGE_USD,
         keys: Sequence[str] | str | None = None,
         regenerate: str | bool | None = None,
+        image_hosts: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if destination and "outlets" not in kwargs and _is_plain_uri(destination):
@@ -201,6 +204,7 @@ class BflImageInferenceOperator(BaseOperator):
         self.price_per_image = price_per_image
         self.keys = keys
         self.regenerate = regenerate
+        self.image_hosts = image_hosts
         self._check_literal_arguments()
 
     @property
@@ -301,8 +305,6 @@ class BflImageInferenceOperator(BaseOperator):
     # -- the task ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        # Airflow resolves extra links whenever the task stops (to defer, or on an early failure).
-        context["ti"].xcom_push(key=IMAGE_LINK_XCOM_KEY, value="")
         batch = self._build()
         self._check_destination()
         identity = self._identity(context)
@@ -429,8 +431,6 @@ class BflImageInferenceOperator(BaseOperator):
         order = {uuid: index for index, uuid in enumerate(plan)}
         records = sorted(kept + results, key=lambda record: order[record["taskUUID"]])  # batch order
         self._report_cost(ti, plan, records)
-        if records and records[0].get("imageURL"):
-            ti.xcom_push(key=IMAGE_LINK_XCOM_KEY, value=records[0]["imageURL"])
         self._log_summary(plan, records)
         if event["status"] != events.SUCCESS or failures:
             if records:
@@ -593,6 +593,7 @@ class BflImageInferenceOperator(BaseOperator):
             dag_id=ti.dag_id,
             run_id=ti.run_id,
             concurrency=self.landing_concurrency,
+            image_hosts=self.image_hosts,
         )
 
     def _store(

@@ -53,7 +53,6 @@ def test_keyword_request_generates_and_returns_small_json(bfl_conn: RunwareEmula
     assert all(entry["cost"] == 0.04 for entry in results)  # includeCost is on by default
     task_uuids = xcom(dag_run, "generate", key="task_uuids")
     assert task_uuids == {results[0]["taskUUID"]: 2}
-    assert xcom(dag_run, "generate", key="bfl_image_url") == results[0]["imageURL"]
     assert bfl_conn.snapshot().images_billed == 2
     [sent] = submitted(bfl_conn)
     assert sent["deliveryMethod"] == "async" and sent["includeCost"] is True
@@ -121,7 +120,7 @@ def test_validation_message_names_task_parameter_value_and_range() -> None:
     ("kwargs", "fragment"),
     [
         ({"request": {"positivePrompt": "ab", "width": 512, "height": 512}, "width": 512}, "not both"),
-        ({"request": "not json"}, "not JSON"),
+        ({"request": "not json"}, "neither JSON nor a Python literal"),
         ({"prompts": "a lamp", "width": 512, "height": 512}, "prompts must be a list"),
         ({"prompts": [], "width": 512, "height": 512}, "prompts is empty"),
         (
