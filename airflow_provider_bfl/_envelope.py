@@ -140,6 +140,21 @@ def to_exception(error: ApiError, status_code: int | None = None) -> BflError:
     )
 
 
+#: Longest server-supplied message kept in an error (a server can send megabytes of "message").
+MESSAGE_LIMIT = 500
+
+
+def server_text(value: Any, limit: int = MESSAGE_LIMIT) -> str:
+    """A string the server sent, as text of at most ``limit`` characters (cut with '...')."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list | dict):  # str() of a deeply nested value would recurse
+        text = f"<a JSON {'array' if isinstance(value, list) else 'object'}>"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def body_snippet(content: bytes, limit: int = 120) -> str:
     text = content[:limit].decode("utf-8", errors="replace")
     text = " ".join(text.split())
@@ -149,6 +164,11 @@ def body_snippet(content: bytes, limit: int = 120) -> str:
 def parse_envelope(status_code: int, content: bytes) -> Envelope:
     try:
         payload = json.loads(content)
+    except RecursionError:
+        raise BflMalformedResponseError(
+            f"The API answered with JSON nested too deeply to read ({len(content)} bytes)",
+            status_code=status_code,
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise BflMalformedResponseError(
             f"The API answered with a body that is not JSON ({len(content)} bytes): {body_snippet(content)!r}",
@@ -184,28 +204,33 @@ def _data_items(raw: Any, status_code: int) -> list[dict[str, Any]]:
     for item in items:
         if type(item) is not dict:  # json.loads makes plain dicts: nothing to copy or convert
             raise BflMalformedResponseError(
-                f"A 'data' item is not an object: {str(item)[:80]!r}", status_code=status_code
+                f"A 'data' item is not an object: {_shown(item)}", status_code=status_code
             )
     return items
 
 
 def _api_error(item: Any, status_code: int) -> ApiError:
     if isinstance(item, str):
-        return ApiError(code="unknownError", message=item)
+        return ApiError(code="unknownError", message=server_text(item))
     if not isinstance(item, Mapping):
         raise BflMalformedResponseError(
-            f"An 'errors' item is not an object: {str(item)[:80]!r}", status_code=status_code
+            f"An 'errors' item is not an object: {_shown(item)}", status_code=status_code
         )
     parameter = item.get("parameter")
     if isinstance(parameter, Sequence) and not isinstance(parameter, str):
-        parameter = tuple(str(part) for part in parameter)
+        parameter = tuple(server_text(part, limit=80) for part in parameter[:20])
     elif parameter is not None:
-        parameter = str(parameter)
+        parameter = server_text(parameter, limit=80)
     task_uuid = item.get("taskUUID")
     return ApiError(
-        code=str(item.get("code") or "unknownError"),
-        message=str(item.get("message") or ""),
+        code=server_text(item.get("code") or "unknownError", limit=80),
+        message=server_text(item.get("message") or ""),
         parameter=parameter,
         task_uuid=task_uuid if isinstance(task_uuid, str) else None,
         task_type=item.get("taskType") if isinstance(item.get("taskType"), str) else None,
     )
+
+
+def _shown(value: Any) -> str:
+    """A short quote of a JSON value, safe for any depth."""
+    return repr(server_text(value, limit=80))

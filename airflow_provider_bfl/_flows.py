@@ -1,8 +1,8 @@
 """
 The hook's logic, written once as generators that *ask* for I/O instead of doing it.
 
-A flow yields :class:`Send` (post these tasks, give me the response or the transport error) and
-:class:`Sleep` actions; the hook runs the same flow with a blocking driver (``httpx.Client``,
+A flow yields :class:`Send` (post these tasks, give me the :class:`Reply` or the transport error)
+and :class:`Sleep` actions; the hook runs the same flow with a blocking driver (``httpx.Client``,
 ``time.sleep``) or an async one (``httpx.AsyncClient``, ``asyncio.sleep``). Retries, re-attachment,
 envelope parsing and polling therefore behave identically in the worker and in the triggerer.
 """
@@ -46,7 +46,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Send:
+    """Post ``tasks``; the answer may hold up to ``images`` images; ``deadline`` is the wait's (time.time())."""
+
     tasks: list[dict[str, Any]]
+    images: int = 0
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer read whole (within its size budget) and redacted by the driver."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,8 @@ class Sleep:
 
 
 Action = Send | Sleep
-#: A flow receives an ``httpx.Response`` or the ``httpx.TransportError`` it raised after a Send.
+#: A flow receives a :class:`Reply` (or anything shaped like it, e.g. an ``httpx.Response``) or the
+#: ``httpx.TransportError`` the call raised after a Send.
 Flow = Generator[Action, Any, T]
 
 
@@ -76,9 +90,8 @@ class PollSettings:
     max_failures: int = defaults.MAX_POLL_FAILURES
     max_missing: int = defaults.MAX_MISSING_POLLS
     steady_polls: int = defaults.POLL_STEADY_POLLS
-
-    def next_interval(self, current: float) -> float:
-        return min(current * self.backoff, self.max_interval)
+    #: Seconds between two progress lines of one wait.
+    progress_interval: float = defaults.PROGRESS_LOG_INTERVAL
 
     def delay_after(self, polls: int) -> float:
         """Seconds between poll number ``polls`` (1-based) and the next one."""
@@ -105,7 +118,7 @@ class SubmitOutcome:
         return {uuid: status.expected_images for uuid, status in self.statuses.items() if not status.done}
 
 
-def _failure(outcome: httpx.Response | httpx.TransportError) -> tuple[BflError, float | None] | None:
+def _failure(outcome: Reply | httpx.TransportError) -> tuple[BflError, float | None] | None:
     """The retryable failure an attempt ended in (with any Retry-After), or None if it is final."""
     if isinstance(outcome, httpx.TransportError):
         kind = "timed out" if isinstance(outcome, httpx.TimeoutException) else "failed"
@@ -120,12 +133,19 @@ def _failure(outcome: httpx.Response | httpx.TransportError) -> tuple[BflError, 
     return None
 
 
-def call(tasks: list[dict[str, Any]], policy: RetryPolicy) -> Flow[Envelope]:
-    """POST one task array, retrying transient failures; the parsed envelope."""
+def call(
+    tasks: list[dict[str, Any]], policy: RetryPolicy, *, images: int = 0, deadline: float | None = None
+) -> Flow[Envelope]:
+    """
+    POST one task array, retrying transient failures; the parsed envelope.
+
+    ``images`` is how many images the answer may carry (it sizes the answer's budget);
+    ``deadline`` (time.time()) is the wait's: no retry is started that would end past it.
+    """
     started = time.monotonic()
     retry = 0
     while True:
-        outcome = yield Send(tasks)
+        outcome = yield Send(tasks, images=images, deadline=deadline)
         failure = _failure(outcome)
         if failure is None:
             try:
@@ -141,12 +161,13 @@ def call(tasks: list[dict[str, Any]], policy: RetryPolicy) -> Flow[Envelope]:
         error, retry_after = failure
         delay = policy.delay(retry, retry_after)
         retry += 1
-        if retry > policy.max_retries or time.monotonic() - started + delay > policy.max_elapsed:
-            error.message = (
-                f"{error.message}; gave up after {retry} attempts in {time.monotonic() - started:.1f}s"
-            )
-            error.args = (error._render(),)
-            raise error
+        elapsed = time.monotonic() - started
+        if (
+            retry > policy.max_retries
+            or elapsed + delay > policy.max_elapsed
+            or (deadline is not None and time.time() + delay >= deadline)
+        ):
+            raise error.with_context(suffix=f"; gave up after {retry} attempts in {elapsed:.1f}s") from None
         log.warning(
             "Runware request failed (%s); retry %d/%d in %.2fs", error, retry, policy.max_retries, delay
         )
@@ -185,7 +206,8 @@ def submit(
         )
     for chunk in _chunks(list(requests), chunk_size):
         statuses = {r.task_uuid: TaskStatus(r.task_uuid, expected_images=r.number_results) for r in chunk}
-        envelope = yield from call([request.to_wire() for request in chunk], policy)
+        images = sum(request.number_results for request in chunk)
+        envelope = yield from call([request.to_wire() for request in chunk], policy, images=images)
         conflicts = {error.task_uuid for error in envelope.errors if error.code == CONFLICT}
         envelope.errors = [error for error in envelope.errors if error.code != CONFLICT]
         merge(statuses, envelope)
@@ -204,14 +226,21 @@ def submit(
     return outcome
 
 
+def poll_tasks(uuids: Iterable[str]) -> list[dict[str, Any]]:
+    return [{"taskType": "getResponse", "taskUUID": uuid} for uuid in uuids]
+
+
 def get_status(
-    statuses: Mapping[str, TaskStatus], policy: RetryPolicy, chunk_size: int = defaults.MAX_TASKS_PER_REQUEST
+    statuses: Mapping[str, TaskStatus],
+    policy: RetryPolicy,
+    chunk_size: int = defaults.MAX_TASKS_PER_REQUEST,
+    deadline: float | None = None,
 ) -> Flow[set[str]]:
     """One getResponse round, merged into ``statuses`` in place; the UUIDs the API mentioned."""
     mentioned: set[str] = set()
     for chunk in _chunks(list(statuses), chunk_size):
-        tasks = [{"taskType": "getResponse", "taskUUID": uuid} for uuid in chunk]
-        envelope = yield from call(tasks, policy)
+        images = sum(statuses[uuid].expected_images for uuid in chunk)
+        envelope = yield from call(poll_tasks(chunk), policy, images=images, deadline=deadline)
         mentioned |= merge({uuid: statuses[uuid] for uuid in chunk}, envelope)
     return mentioned
 
@@ -227,7 +256,7 @@ class Waiting:
     poll at the wall-clock ``deadline``.
     """
 
-    __slots__ = ("_missing", "deadline", "failures", "poll", "polls", "statuses")
+    __slots__ = ("_last_progress", "_missing", "deadline", "failures", "poll", "polls", "started", "statuses")
 
     def __init__(self, statuses: dict[str, TaskStatus], poll: PollSettings, deadline: float | None) -> None:
         self.statuses = statuses
@@ -237,6 +266,7 @@ class Waiting:
         self.failures = 0
         #: Consecutive polls that did not mention a task, for the tasks at 1 or more (made on demand).
         self._missing: dict[str, int] | None = None
+        self.started = self._last_progress = time.monotonic()
 
     def pending(self) -> dict[str, TaskStatus]:
         """The tasks to ask about in the next poll."""
@@ -255,12 +285,31 @@ class Waiting:
                 self._missing = {}
             missing = self._missing[uuid] = self._missing.get(uuid, 0) + 1
             if missing >= self.poll.max_missing and not status.done:
-                status.state = TaskState.ERROR
-                status.error = BflTaskNotFoundError(
-                    f"The API has not mentioned this task in {missing} consecutive polls",
-                    code="taskNotFound",
-                    task_uuid=uuid,
-                )
+                _not_found(status, f"The API has not mentioned this task in {missing} consecutive polls")
+        self.log_progress()
+
+    def log_progress(self) -> None:
+        """
+        One progress line (pending / done / images / progress % / elapsed) at most every
+        ``poll.progress_interval`` seconds, and none for a wait that ends sooner.
+        """
+        now = time.monotonic()
+        if now - self._last_progress < self.poll.progress_interval:
+            return
+        self._last_progress = now
+        statuses = self.statuses.values()
+        done = sum(1 for status in statuses if status.done)
+        images = sum(len(status.results) for status in statuses)
+        log.info(
+            "Waiting for Runware: %d of %d generation(s) done, %d pending, %d image(s) received, "
+            "%d%% progress, %.0fs elapsed",
+            done,
+            len(self.statuses),
+            len(self.statuses) - done,
+            images,
+            _percent(statuses),
+            now - self.started,
+        )
 
     def failed(self, error: BflError) -> None:
         """A poll failed after the call's own retries; re-raises once the failure budget is spent."""
@@ -296,6 +345,30 @@ class Waiting:
         return max(0.0, min(delay, self.deadline - time.time()))
 
 
+def _not_found(status: TaskStatus, message: str) -> None:
+    status.state = TaskState.ERROR
+    status.error = BflTaskNotFoundError(message, code="taskNotFound", task_uuid=status.task_uuid)
+
+
+def mark_missing(statuses: Mapping[str, TaskStatus], mentioned: set[str]) -> None:
+    """Tasks a getResponse round did not mention become ``taskNotFound`` (for tasks that must exist)."""
+    for uuid, status in statuses.items():
+        if uuid not in mentioned and not status.done:
+            _not_found(status, "The API does not know this task (getResponse did not mention it)")
+
+
+def _percent(statuses: Iterable[TaskStatus]) -> int:
+    """Overall progress: 100 per finished task, else the most the API or the images so far say."""
+    shares = []
+    for status in statuses:
+        if status.done:
+            shares.append(100.0)
+            continue
+        reported = status.progress if isinstance(status.progress, int) and 0 <= status.progress <= 100 else 0
+        shares.append(max(float(reported), 100.0 * len(status.results) / max(1, status.expected_images)))
+    return int(sum(shares) / len(shares)) if shares else 100
+
+
 def wait(
     statuses: dict[str, TaskStatus],
     policy: RetryPolicy,
@@ -317,7 +390,7 @@ def wait(
         if not pending:
             return statuses
         try:
-            mentioned = yield from get_status(pending, policy, chunk_size)
+            mentioned = yield from get_status(pending, policy, chunk_size, deadline)
         except BflError as error:
             waiting.failed(error)
         else:

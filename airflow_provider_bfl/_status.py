@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from airflow_provider_bfl._envelope import ApiError, Envelope, to_exception
+from airflow_provider_bfl._envelope import ApiError, Envelope, server_text, to_exception
 from airflow_provider_bfl.exceptions import BflMalformedResponseError
 from airflow_provider_bfl.models.results import ImageResult, TaskState, TaskStatus
+
+log = logging.getLogger(__name__)
 
 _PROCESSING_WORDS = frozenset({"processing", "pending"})
 #: Without a ``status``, an item with an image is a (sync) result and one without is an async ack.
@@ -31,8 +34,8 @@ def _item_error(item: Mapping[str, Any], task_uuid: str) -> ApiError:
     raw = item.get("error")
     raw = raw if isinstance(raw, Mapping) else {}
     return ApiError(
-        code=str(raw.get("code") or item.get("code") or "taskFailed"),
-        message=str(raw.get("message") or item.get("message") or "The generation failed"),
+        code=server_text(raw.get("code") or item.get("code") or "taskFailed", limit=80),
+        message=server_text(raw.get("message") or item.get("message") or "The generation failed"),
         task_uuid=task_uuid,
     )
 
@@ -43,7 +46,7 @@ def check_scope(envelope: Envelope, asked: Mapping[str, Any]) -> None:
         task_uuid = item.get("taskUUID")
         if not isinstance(task_uuid, str) or task_uuid not in asked:
             raise BflMalformedResponseError(
-                f"The API sent an item for a taskUUID that was not asked about: {task_uuid!r}",
+                f"The API sent an item for a taskUUID that was not asked about: {server_text(task_uuid, 80)!r}",
                 status_code=envelope.status_code,
             )
 
@@ -52,19 +55,26 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
     """
     Apply one response to ``statuses`` (keyed by taskUUID) in place; return the UUIDs it mentioned.
 
-    Results accumulate across polls (deduplicated by imageUUID), so images of a task with
-    ``numberResults`` > 1 are kept as they arrive.
+    Linear in the size of the response. Results accumulate across polls (deduplicated by
+    imageUUID), so images of a task with ``numberResults`` > 1 are kept as they arrive. Results
+    beyond a task's expected count (``numberResults``) are *ignored* with one warning per task:
+    they were not asked for, so they are never landed, logged as images or costed, and an answer
+    padded with thousands of them cannot slow the merge down (they are not even parsed).
     """
     check_scope(envelope, statuses)
     mentioned: set[str] = set()
     still_processing: set[str] = set()
+    known: dict[str, set[str]] = {}  # imageUUIDs per task, built once per response
+    ignored: dict[str, int] = {}
     for item in envelope.data:
         task_uuid = item["taskUUID"]
         mentioned.add(task_uuid)
         status = statuses[task_uuid]
         if status.state is TaskState.ERROR:
             continue
-        word = str(item.get("status") or ("success" if _IMAGE_FIELDS & item.keys() else "processing")).lower()
+        word = server_text(
+            item.get("status") or ("success" if _IMAGE_FIELDS & item.keys() else "processing"), limit=40
+        ).lower()
         if word in _PROCESSING_WORDS:
             still_processing.add(task_uuid)
             progress = item.get("progress")
@@ -72,11 +82,29 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
         elif word == "error":
             _fail(status, _item_error(item, task_uuid), envelope.status_code)
         elif word == "success":
-            _add_result(status, parse_result(item))
+            seen = known.get(task_uuid)
+            if seen is None:
+                seen = known[task_uuid] = {result.image_uuid for result in status.results}
+            image_uuid = item.get("imageUUID")
+            if isinstance(image_uuid, str) and image_uuid in seen:
+                continue  # the same image again (a repeated poll)
+            if len(status.results) >= status.expected_images:
+                ignored[task_uuid] = ignored.get(task_uuid, 0) + 1
+                continue
+            result = parse_result(item)
+            seen.add(result.image_uuid)
+            status.results.append(result)
         else:
             raise BflMalformedResponseError(
                 f"The API sent an unknown task status {word!r}", task_uuid=task_uuid
             )
+    for task_uuid, count in ignored.items():
+        log.warning(
+            "Ignored %d result(s) for taskUUID %s beyond the %d image(s) it was asked for (numberResults)",
+            count,
+            task_uuid,
+            statuses[task_uuid].expected_images,
+        )
     for error in envelope.errors:
         if error.task_uuid is not None and error.task_uuid in statuses:
             mentioned.add(error.task_uuid)
@@ -92,12 +120,6 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
         ):
             status.state, status.progress = TaskState.SUCCESS, 100
     return mentioned
-
-
-def _add_result(status: TaskStatus, result: ImageResult) -> None:
-    known = {existing.image_uuid for existing in status.results}
-    if result.image_uuid is None or result.image_uuid not in known:
-        status.results.append(result)
 
 
 def _fail(status: TaskStatus, error: ApiError, status_code: int) -> None:

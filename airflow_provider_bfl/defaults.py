@@ -6,10 +6,23 @@ DEFAULT_BASE_URL = "https://api.runware.ai/v1"
 DEFAULT_CONN_ID = "bfl_default"
 CONN_TYPE = "bfl"
 
-#: Seconds one HTTP request may take. A sync-delivery submission that runs past it is not lost: the
-#: retry meets ``conflictTaskUUID`` and re-attaches to the generation by polling.
+#: Total seconds one HTTP request may take, from connecting to the last byte of the answer (not per
+#: read: a server dripping one byte at a time cannot stretch it). A sync-delivery submission that
+#: runs past it is not lost: the retry meets ``conflictTaskUUID`` and re-attaches by polling.
 REQUEST_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
+#: A call made at a wait's deadline (less than LAST_POLL_WINDOW before it, or after it: the last
+#: poll) still gets LAST_POLL_GRACE seconds; every other call of a wait ends at the wait's
+#: deadline. A wait therefore ends by its deadline + LAST_POLL_GRACE at the latest.
+LAST_POLL_WINDOW = 0.1
+LAST_POLL_GRACE = 2.0
+
+#: The decoded size an API answer may reach: a fixed allowance for the envelope, a little per task
+#: and, per image the request can return, enough for a 1440x1440 PNG as base64 with room to spare
+#: (connection extra ``max_response_bytes_per_image``). URL-only users may lower it.
+RESPONSE_ENVELOPE_BYTES = 256 * 1024
+RESPONSE_BYTES_PER_TASK = 16 * 1024
+MAX_RESPONSE_BYTES_PER_IMAGE = 16 * 1024 * 1024
 
 #: Retries of one HTTP call after 429/5xx/connection errors (full-jitter exponential backoff).
 MAX_RETRIES = 5
@@ -31,6 +44,9 @@ POLL_MAX_INTERVAL = 10.0
 POLL_STEADY_POLLS = 3
 #: Consecutive failed polls tolerated before waiting gives up.
 MAX_POLL_FAILURES = 5
+#: Seconds between two progress lines of one wait (pending / done / elapsed / progress %): a 500-task
+#: batch is one wait, so it logs one line per interval, not one per task.
+PROGRESS_LOG_INTERVAL = 15.0
 #: Consecutive polls in which the API does not mention a task before it counts as not found.
 MAX_MISSING_POLLS = 5
 

@@ -11,6 +11,7 @@ on the family, never on message text::
     ├── BflRateLimitError            429 / rate codes that outlived the retry budget
     ├── BflServerError               5xx, timeouts, dropped connections that outlived the retry budget
     ├── BflMalformedResponseError    a response that is not a Runware envelope
+    │   └── BflResponseTooLargeError a response larger than the request can legitimately get
     ├── BflContentModeratedError     the API refused the prompt or the image on safety grounds
     ├── BflTaskFailedError           the generation itself failed on the API side
     ├── BflTaskNotFoundError         the API does not know (or no longer keeps) the taskUUID
@@ -26,7 +27,12 @@ Messages carry the API's code, message, parameter and the taskUUID; they never c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound="BflError")
+
+#: What :meth:`BflError.with_context` may replace (besides the message).
+_CONTEXT_FIELDS = frozenset({"code", "parameter", "task_uuid", "status_code"})
 
 
 class BflError(Exception):
@@ -63,6 +69,23 @@ class BflError(Exception):
         if self.status_code:
             details.append(f"HTTP {self.status_code}")
         return f"{self.message} ({', '.join(details)})" if details else self.message
+
+    def with_context(
+        self: _E, *, message: str | None = None, prefix: str = "", suffix: str = "", **fields: Any
+    ) -> _E:
+        """
+        A new error of the same family with more context; this one is left untouched.
+
+        ``message`` replaces the message, ``prefix``/``suffix`` wrap it, and ``fields`` (``code``,
+        ``parameter``, ``task_uuid``, ``status_code``) replace those attributes; everything else
+        (e.g. the violations of an invalid request) is carried over. Errors are shared (a status
+        holds one, an event is built from it), so adding context must never edit them in place.
+        """
+        unknown = set(fields) - _CONTEXT_FIELDS
+        if unknown:
+            raise TypeError(f"with_context() got unknown fields: {', '.join(sorted(unknown))}")
+        text = f"{prefix}{self.message if message is None else message}{suffix}"
+        return type(self)(text, **{**self._state(), **fields})
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only constructors do not survive pickling by default; Airflow pickles exceptions
@@ -117,6 +140,16 @@ class BflMalformedResponseError(BflError):
     """The API answered with something that is not a Runware envelope (HTML page, bad JSON, ...)."""
 
     retryable = True
+
+
+class BflResponseTooLargeError(BflMalformedResponseError):
+    """
+    A response passed the size budget of its request (decoded size) and was not read further.
+
+    Not retried: asking again would only read another budget's worth of the same answer.
+    """
+
+    retryable = False
 
 
 class BflContentModeratedError(BflError):

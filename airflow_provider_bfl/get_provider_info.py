@@ -65,7 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Runware FLUX.1.1 [pro]",
                 "conn-fields": {
                     "timeout": {
-                        "label": "Request timeout (seconds)",
+                        "label": "Total timeout per HTTP request (seconds)",
                         "schema": {**_NUMBER, "default": 60},
                     },
                     "max_retries": {
@@ -83,6 +83,34 @@ def get_provider_info() -> dict[str, Any]:
                     "poll_max_interval": {
                         "label": "Longest poll interval (seconds)",
                         "schema": {**_NUMBER, "default": 10},
+                    },
+                    "retry_backoff_base": {
+                        "label": "First retry backoff (seconds)",
+                        "schema": {**_NUMBER, "default": 0.5},
+                    },
+                    "retry_backoff_max": {
+                        "label": "Longest retry backoff (seconds)",
+                        "schema": {**_NUMBER, "default": 8},
+                    },
+                    "max_tasks_per_request": {
+                        "label": "Tasks per HTTP request",
+                        "schema": {**_INTEGER, "default": 100},
+                    },
+                    "poll_steady_polls": {
+                        "label": "Polls at the first interval before backing off",
+                        "schema": {**_INTEGER, "default": 3},
+                    },
+                    "max_poll_failures": {
+                        "label": "Consecutive failed polls tolerated",
+                        "schema": {**_INTEGER, "default": 5},
+                    },
+                    "max_response_bytes_per_image": {
+                        "label": "Largest answer per image (bytes, decoded)",
+                        "schema": {**_INTEGER, "default": 16 * 1024 * 1024},
+                    },
+                    "progress_log_interval": {
+                        "label": "Seconds between progress lines while waiting",
+                        "schema": {**_NUMBER, "default": 15},
                     },
                 },
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,

@@ -11,7 +11,9 @@ each answer into the statuses of the waits that asked, and wakes a wait once it 
 Sharing changes how many requests are sent, never what a wait reports. Each wait keeps its own
 :class:`~airflow_provider_bfl._flows.Waiting`: its poll schedule, failure budget, missing-task
 count and wall-clock deadline (with the last poll at the deadline), exactly as a wait polling
-alone. A batch that fails (after the call's own retries) counts as one failed poll for the waits
+alone. Each wait's deadline holds even while a batch it rides in is slow: the batch leaves for the
+latest deadline among its waits, and a wait whose own deadline passes first ends its round there
+(the batch goes on for the others). A batch that fails (after the call's own retries) counts as one failed poll for the waits
 in it; a wait that is cancelled leaves without disturbing the others; the client is closed when
 the last wait leaves.
 
@@ -26,6 +28,7 @@ import asyncio
 import contextvars
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -36,10 +39,10 @@ from airflow_provider_bfl import _flows, defaults
 from airflow_provider_bfl._envelope import ApiError, Envelope
 from airflow_provider_bfl._flows import PollSettings, Waiting
 from airflow_provider_bfl._status import check_scope, merge
-from airflow_provider_bfl.exceptions import BflError
+from airflow_provider_bfl.exceptions import BflError, BflServerError
+from airflow_provider_bfl.hooks._transport import ConnectionSettings, arun_flow, client_options
 
 if TYPE_CHECKING:
-    from airflow_provider_bfl.hooks.bfl import ConnectionSettings
     from airflow_provider_bfl.models.results import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ class _Round:
     batches: int = 0
     mentioned: set[str] = dataclasses.field(default_factory=set)
     error: BflError | None = None
+    #: Ends the round at the wait's own deadline if its batches are still out then.
+    expiry: asyncio.TimerHandle | None = None
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -93,8 +98,6 @@ class PollCoalescer:
     """Batched getResponse polling for every shared wait of one event loop and connection."""
 
     def __init__(self, settings: ConnectionSettings, loop: asyncio.AbstractEventLoop) -> None:
-        from airflow_provider_bfl.hooks.bfl import client_options
-
         self.settings = settings
         self._loop = loop
         self._client = httpx.AsyncClient(**client_options(settings))
@@ -226,38 +229,66 @@ class PollCoalescer:
                     wait.future.set_result(None)
                 continue
             wait.round = _Round(asked)
+            self._arm_expiry(wait, wait.round)
             for uuid in asked:
                 owners.setdefault(uuid, []).append(wait)
         uuids = list(owners)
         size = max(1, self.settings.max_tasks_per_request)
         for start in range(0, len(uuids), size):
             chunk = {uuid: owners[uuid] for uuid in uuids[start : start + size]}
+            rounds: dict[int, _Round] = {}
             for wait in {id(w): w for ws in chunk.values() for w in ws}.values():
                 assert wait.round is not None
                 wait.round.batches += 1
-            task = self._spawn(self._poll(chunk))
+                rounds[id(wait)] = wait.round
+            task = self._spawn(self._poll(chunk, rounds))
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    async def _poll(self, chunk: dict[str, list[_Wait]]) -> None:
-        from airflow_provider_bfl.hooks.bfl import arun_flow
+    def _arm_expiry(self, wait: _Wait, current: _Round) -> None:
+        """End ``current`` when the wait's deadline (plus the last poll's grace) passes first."""
+        deadline = wait.waiting.deadline
+        if deadline is None:
+            return  # the batch's own call deadline (the ``timeout`` extra) bounds the round
+        seconds = deadline - time.time()
+        if seconds < defaults.LAST_POLL_WINDOW:
+            seconds = defaults.LAST_POLL_GRACE  # the last poll, made at the deadline
+        if seconds < self.settings.timeout:
+            current.expiry = self._loop.call_later(seconds, self._expire, wait, current)
 
-        tasks = [{"taskType": "getResponse", "taskUUID": uuid} for uuid in chunk]
+    def _expire(self, wait: _Wait, current: _Round) -> None:
+        if wait.round is not current or wait.future.done():
+            return
+        current.error = current.error or BflServerError(
+            "The poll was still unanswered at the wait's deadline", code="requestTimeout"
+        )
+        self._end_round(wait, current)
+
+    async def _poll(self, chunk: dict[str, list[_Wait]], rounds: dict[int, _Round]) -> None:
+        members = {id(wait): wait for owners in chunk.values() for wait in owners}.values()
+        deadlines = [wait.waiting.deadline for wait in members]
+        latest = None if None in deadlines else max(d for d in deadlines if d is not None)
+        images = sum(rounds[id(owners[0])].asked[uuid].expected_images for uuid, owners in chunk.items())
+        flow = _flows.call(_flows.poll_tasks(chunk), self.settings.retry, images=images, deadline=latest)
         self.batches_sent += 1
         envelope: Envelope | None = None
         error: BflError | None = None
         try:
-            envelope = await arun_flow(self._client, self.settings, _flows.call(tasks, self.settings.retry))
+            envelope = await arun_flow(self._client, self.settings, flow)
             check_scope(envelope, chunk)
         except BflError as failure:
             error = failure
         except Exception as unexpected:  # a bug must end the waits with an error, never strand them
             log.exception("Runware poll batch failed unexpectedly")
             error = BflError(f"Polling failed unexpectedly: {type(unexpected).__name__}: {unexpected}")
-        self._answered(chunk, envelope, error)
+        self._answered(chunk, rounds, envelope, error)
 
     def _answered(
-        self, chunk: dict[str, list[_Wait]], envelope: Envelope | None, error: BflError | None
+        self,
+        chunk: dict[str, list[_Wait]],
+        rounds: dict[int, _Round],
+        envelope: Envelope | None,
+        error: BflError | None,
     ) -> None:
         items: dict[str, list[dict[str, Any]]] = {}
         errors: dict[str, list[ApiError]] = {}
@@ -272,8 +303,8 @@ class PollCoalescer:
             for wait in waits:
                 asked_here.setdefault(id(wait), (wait, []))[1].append(uuid)
         for wait, uuids in asked_here.values():
-            current = wait.round
-            if current is None or wait.future.done():  # left (cancelled) while the batch was out
+            current = rounds[id(wait)]
+            if wait.round is not current or wait.future.done():  # left, or its round expired
                 continue
             if error is not None or envelope is None:
                 current.error = current.error or error
@@ -298,12 +329,15 @@ class PollCoalescer:
 
     def _end_round(self, wait: _Wait, finished: _Round) -> None:
         wait.round = None
+        if finished.expiry is not None:
+            finished.expiry.cancel()
         waiting = wait.waiting
         try:
+            # In the wait's own context, so its log lines (progress, failures) reach its trigger's log.
             if finished.error is not None:
                 wait.context.run(waiting.failed, finished.error)
             else:
-                waiting.polled(finished.asked, finished.mentioned)
+                wait.context.run(waiting.polled, finished.asked, finished.mentioned)
         except BflError as error:
             wait.future.set_exception(error)
             return

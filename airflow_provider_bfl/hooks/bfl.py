@@ -8,137 +8,42 @@ one implementation of retries, envelope parsing, error mapping and re-attachment
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 from airflow.sdk import BaseHook
 
-from airflow_provider_bfl import __version__, _flows, defaults
+from airflow_provider_bfl import _flows, defaults
 from airflow_provider_bfl._compat import amask_secret, mask_secret
-from airflow_provider_bfl._flows import Flow, PollSettings, Sleep, SubmitOutcome
-from airflow_provider_bfl._retry import RetryPolicy
+from airflow_provider_bfl._flows import Flow, SubmitOutcome
+from airflow_provider_bfl._task_uuids import expected_images
 from airflow_provider_bfl.exceptions import (
     BflAuthenticationError,
     BflError,
-    BflInvalidRequestError,
     BflMalformedResponseError,
     BflWaitTimeoutError,
+)
+from airflow_provider_bfl.hooks._coalescer import coalescer_for
+from airflow_provider_bfl.hooks._transport import (
+    ConnectionSettings,
+    arun_flow,
+    client_options,
+    run_flow,
+    settings_from_connection,
 )
 from airflow_provider_bfl.models.request import ImageInferenceRequest
 from airflow_provider_bfl.models.results import ImageResult, TaskStatus
 
-if TYPE_CHECKING:
-    from airflow.sdk import Connection
+__all__ = ["BflHook", "ConnectionSettings"]
 
 T = TypeVar("T")
 
 RequestLike = ImageInferenceRequest | Mapping[str, Any]
 #: Tasks to ask about: UUIDs, ``{uuid: images expected}``, or ``{uuid: TaskStatus}`` to update in place.
 Expected = Mapping[str, int] | Mapping[str, TaskStatus] | Iterable[str]
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """Everything the hook needs from an Airflow connection, resolved once."""
-
-    base_url: str
-    api_key: str
-    timeout: float
-    retry: RetryPolicy
-    poll: PollSettings
-    max_tasks_per_request: int
-
-    def __repr__(self) -> str:  # the key must never reach a log line through a repr
-        return f"ConnectionSettings(base_url={self.base_url!r}, api_key=***)"
-
-
-def _number(extra: Mapping[str, Any], key: str, default: float) -> float:
-    value = extra.get(key)
-    if value in (None, ""):
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BflError(f"Connection extra {key!r} must be a number, got {value!r}") from None
-
-
-def _base_url(conn: Connection) -> str:
-    host = (conn.host or "").strip()
-    if not host:
-        return defaults.DEFAULT_BASE_URL
-    if "://" in host:
-        return host.rstrip("/")
-    scheme = str(conn.extra_dejson.get("scheme") or "https")
-    port = f":{conn.port}" if conn.port else ""
-    path = (conn.schema or "v1").strip("/")
-    return f"{scheme}://{host}{port}/{path}"
-
-
-def settings_from_connection(conn: Connection, overrides: Mapping[str, Any]) -> ConnectionSettings:
-    if not conn.password:
-        raise BflAuthenticationError(
-            f"Connection {conn.conn_id!r} has no API key: put the Runware API key in its password field",
-            code="missingApiKey",
-        )
-    extra = {**conn.extra_dejson, **{key: value for key, value in overrides.items() if value is not None}}
-    base_url = _base_url(conn)
-    if urlsplit(base_url).scheme not in ("http", "https"):
-        raise BflError(f"Connection {conn.conn_id!r} has a base URL that is not http(s): {base_url!r}")
-    _check_limits(conn.conn_id, extra)
-    return ConnectionSettings(
-        base_url=base_url,
-        api_key=conn.password,
-        timeout=_number(extra, "timeout", defaults.REQUEST_TIMEOUT),
-        retry=RetryPolicy(
-            max_retries=int(_number(extra, "max_retries", defaults.MAX_RETRIES)),
-            max_elapsed=_number(extra, "retry_max_elapsed", defaults.RETRY_MAX_ELAPSED),
-            backoff_base=_number(extra, "retry_backoff_base", defaults.BACKOFF_BASE),
-            backoff_max=_number(extra, "retry_backoff_max", defaults.BACKOFF_MAX),
-        ),
-        poll=PollSettings(
-            interval=_number(extra, "poll_interval", defaults.POLL_INTERVAL),
-            max_interval=_number(extra, "poll_max_interval", defaults.POLL_MAX_INTERVAL),
-            max_failures=int(_number(extra, "max_poll_failures", defaults.MAX_POLL_FAILURES)),
-            steady_polls=int(_number(extra, "poll_steady_polls", defaults.POLL_STEADY_POLLS)),
-        ),
-        max_tasks_per_request=int(_number(extra, "max_tasks_per_request", defaults.MAX_TASKS_PER_REQUEST)),
-    )
-
-
-#: Connection extra -> (lowest allowed value, whether that value itself is allowed).
-_MINIMUMS: dict[str, tuple[float, bool]] = {
-    "timeout": (0, False),
-    "poll_interval": (0, False),  # 0 would poll in a hot loop
-    "poll_max_interval": (0, False),
-    "retry_max_elapsed": (0, False),
-    "max_retries": (0, True),
-    "max_poll_failures": (0, True),
-    "retry_backoff_base": (0, True),
-    "retry_backoff_max": (0, True),
-    "max_tasks_per_request": (1, True),
-}
-
-
-def _check_limits(conn_id: str, extra: Mapping[str, Any]) -> None:
-    """Refuse settings that would make the client misbehave, naming the extra and the rule."""
-    for key, (lowest, inclusive) in _MINIMUMS.items():
-        if extra.get(key) in (None, ""):
-            continue
-        value = _number(extra, key, lowest)
-        if not math.isfinite(value) or value < lowest or (value == lowest and not inclusive):
-            rule = f"{'>=' if inclusive else '>'} {lowest:g}"
-            raise BflInvalidRequestError(
-                f"Connection {conn_id!r}: {key} must be {rule}, got {extra[key]!r}", parameter=key
-            )
-
 
 #: One settings object per distinct value, shared by every hook that resolves it: a triggerer with
 #: 2,000 waiting triggers on one connection keeps one copy instead of 2,000 (fewer objects for each
@@ -156,79 +61,17 @@ def as_requests(requests: Iterable[RequestLike]) -> list[ImageInferenceRequest]:
     return [ImageInferenceRequest.model_validate(request) for request in requests]
 
 
-def client_options(settings: ConnectionSettings) -> dict[str, Any]:
-    """
-    Keyword arguments of the hook's HTTP clients (sync and async alike).
-
-    The key rides in the client's default headers, set once (httpx shows it as ``[secure]`` in
-    any repr), instead of being merged into every request.
-    """
-    return {
-        "timeout": httpx.Timeout(settings.timeout, connect=min(defaults.CONNECT_TIMEOUT, settings.timeout)),
-        "headers": {
-            "User-Agent": f"airflow-provider-bfl/{__version__}",
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {settings.api_key}",
-        },
-    }
-
-
-def run_flow(client: httpx.Client, settings: ConnectionSettings, flow: Flow[T]) -> T:
-    """Run a flow with blocking I/O on ``client`` (made with :func:`client_options`)."""
-    url = settings.base_url
-    reply: Any = None
-    try:
-        while True:
-            action = flow.send(reply)
-            if isinstance(action, Sleep):
-                time.sleep(action.seconds)
-                reply = None
-                continue
-            try:
-                reply = client.post(url, json=action.tasks)
-            except httpx.TransportError as exc:
-                reply = exc
-    except StopIteration as done:
-        return done.value
-    except BflError as exc:
-        raise _redacted(exc, settings.api_key) from exc.__cause__
-    finally:
-        flow.close()
-
-
-async def arun_flow(client: httpx.AsyncClient, settings: ConnectionSettings, flow: Flow[T]) -> T:
-    """Run a flow with async I/O on ``client`` (made with :func:`client_options`); never blocks the loop."""
-    url = settings.base_url
-    reply: Any = None
-    try:
-        while True:
-            action = flow.send(reply)
-            if isinstance(action, Sleep):
-                await asyncio.sleep(action.seconds)
-                reply = None
-                continue
-            try:
-                reply = await client.post(url, json=action.tasks)
-            except httpx.TransportError as exc:
-                reply = exc
-    except StopIteration as done:
-        return done.value
-    except BflError as exc:
-        raise _redacted(exc, settings.api_key) from exc.__cause__
-    finally:
-        flow.close()
-
-
 class BflHook(BaseHook):
     """
     Talks to the Runware task API for FLUX.1.1 [pro] (``bfl:2@1``).
 
     :param bfl_conn_id: Airflow connection of type ``bfl``: password = API key, host = base URL
-        (default ``https://api.runware.ai/v1``). Extras ``timeout``, ``max_retries``,
-        ``retry_max_elapsed``, ``retry_backoff_base``, ``retry_backoff_max``, ``poll_interval``,
-        ``poll_max_interval``, ``poll_steady_polls``, ``max_poll_failures``,
-        ``max_tasks_per_request`` tune the client;
-        keyword arguments of the same names override them.
+        (default ``https://api.runware.ai/v1``). Extras ``timeout`` (total seconds per HTTP
+        call), ``max_retries``, ``retry_max_elapsed``, ``retry_backoff_base``,
+        ``retry_backoff_max``, ``poll_interval``, ``poll_max_interval``, ``poll_steady_polls``,
+        ``max_poll_failures``, ``max_tasks_per_request``, ``max_response_bytes_per_image`` (the
+        decoded size an answer may reach per image it can carry) and ``progress_log_interval``
+        tune the client; keyword arguments of the same names override them.
 
     Billing safety: a retried submission always reuses its taskUUIDs. When the API answers
     ``conflictTaskUUID`` the generation already exists, and the hook re-attaches to it through
@@ -264,17 +107,39 @@ class BflHook(BaseHook):
     @property
     def settings(self) -> ConnectionSettings:
         if self._settings is None:
-            conn = self.get_connection(self.bfl_conn_id)
+            try:
+                conn = self.get_connection(self.bfl_conn_id)
+            except Exception as exc:  # AirflowNotFoundException, or a secrets backend failing
+                self._missing_connection(exc)
             self._settings = _shared(settings_from_connection(conn, self._overrides))
             mask_secret(self._settings.api_key)
         return self._settings
 
     async def asettings(self) -> ConnectionSettings:
         if self._settings is None:
-            conn = await self.aget_connection(self.bfl_conn_id)
+            try:
+                conn = await self.aget_connection(self.bfl_conn_id)
+            except Exception as exc:
+                self._missing_connection(exc)
             self._settings = _shared(settings_from_connection(conn, self._overrides))
             await amask_secret(self._settings.api_key)
         return self._settings
+
+    def _missing_connection(self, cause: Exception) -> NoReturn:
+        raise BflAuthenticationError(
+            f"The Runware connection {self.bfl_conn_id!r} (bfl_conn_id) could not be read: "
+            f"{type(cause).__name__}: {str(cause)[:200]}. Create it (type 'bfl', the API key as "
+            "password) or pass the right bfl_conn_id",
+            code="connectionNotFound",
+        ) from None
+
+    def _named(self, error: BflError) -> BflError:
+        """An authentication error names the connection to fix; other errors are left as they are."""
+        if not isinstance(error, BflAuthenticationError) or "(bfl_conn_id)" in error.message:
+            return error
+        return error.with_context(
+            suffix=f"; check the API key of the Runware connection {self.bfl_conn_id!r} (bfl_conn_id)"
+        )
 
     def get_conn(self) -> httpx.Client:
         """The pooled HTTP client of this hook (created on first use)."""
@@ -300,11 +165,17 @@ class BflHook(BaseHook):
     # -- drivers: run a flow with real I/O --------------------------------------------------
 
     def _run(self, flow: Flow[T]) -> T:
-        return run_flow(self.get_conn(), self.settings, flow)
+        try:
+            return run_flow(self.get_conn(), self.settings, flow)
+        except BflError as error:
+            raise self._named(error) from error.__cause__
 
     async def _arun(self, flow: Flow[T]) -> T:
-        client = await self.aget_conn()
-        return await arun_flow(client, await self.asettings(), flow)
+        try:
+            client = await self.aget_conn()
+            return await arun_flow(client, await self.asettings(), flow)
+        except BflError as error:
+            raise self._named(error) from error.__cause__
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -319,10 +190,20 @@ class BflHook(BaseHook):
             _flows.submit(as_requests(requests), settings.retry, settings.max_tasks_per_request)
         )
 
-    def get_status(self, expected: Expected) -> dict[str, TaskStatus]:
-        """One getResponse round for many taskUUIDs (``{uuid: images expected}`` or UUIDs)."""
+    def get_status(self, expected: Expected, *, unknown_as_missing: bool = False) -> dict[str, TaskStatus]:
+        """
+        One getResponse round for many taskUUIDs (``{uuid: images expected}`` or UUIDs).
+
+        ``unknown_as_missing=True`` turns a task the API does not mention into a
+        ``taskNotFound`` error at once (for a generation that must already exist, e.g. one the
+        API just answered ``conflictTaskUUID`` for), instead of waiting several polls for it.
+        """
         statuses = _statuses(expected)
-        self._run(_flows.get_status(statuses, self.settings.retry, self.settings.max_tasks_per_request))
+        mentioned = self._run(
+            _flows.get_status(statuses, self.settings.retry, self.settings.max_tasks_per_request)
+        )
+        if unknown_as_missing:
+            _flows.mark_missing(statuses, mentioned)
         return statuses
 
     async def aget_status(self, expected: Expected) -> dict[str, TaskStatus]:
@@ -335,7 +216,10 @@ class BflHook(BaseHook):
         """
         Poll getResponse with capped backoff until every task is terminal or ``timeout`` passes.
 
-        Tasks still processing at the deadline come back with ``done == False``.
+        Tasks still processing at the deadline come back with ``done == False``. The deadline
+        holds whatever the server does: every HTTP call of the wait ends by it (the last poll, made
+        at the deadline, gets ``defaults.LAST_POLL_GRACE`` seconds). While waiting, one progress
+        line is logged every ``progress_log_interval`` seconds.
         """
         settings = self.settings
         deadline = None if timeout is None else time.time() + timeout
@@ -358,12 +242,12 @@ class BflHook(BaseHook):
         settings = await self.asettings()
         statuses = _statuses(expected)
         if shared:
-            from airflow_provider_bfl.hooks._coalescer import coalescer_for
-
             coalescer = coalescer_for(settings)
             wait = coalescer.join(statuses, settings.poll, deadline)
             try:
                 await wait.future
+            except BflError as error:
+                raise self._named(error) from error.__cause__
             finally:
                 await coalescer.leave(wait)
             return statuses
@@ -409,14 +293,6 @@ class BflHook(BaseHook):
         return True, f"Connected to {self.settings.base_url}" + (f" (balance: {balance})" if balance else "")
 
 
-def _redacted(error: BflError, key: str) -> BflError:
-    """Strip the key from a message the server may have echoed it into."""
-    if key and key in error.message:
-        error.message = error.message.replace(key, "***")
-        error.args = (error._render(),)
-    return error
-
-
 def _new_uuid() -> str:
     import uuid
 
@@ -424,35 +300,13 @@ def _new_uuid() -> str:
 
 
 def _statuses(expected: Expected) -> dict[str, TaskStatus]:
-    """``{uuid: TaskStatus}`` from UUIDs, ``{uuid: image count}`` or statuses (used as they are)."""
-    if not isinstance(expected, Mapping):
-        return {_task_uuid(uuid): TaskStatus(uuid) for uuid in expected}
+    """``{uuid: TaskStatus}`` from UUIDs or ``{uuid: image count}``; a dict of statuses is used as it is."""
     if isinstance(expected, dict) and all(isinstance(value, TaskStatus) for value in expected.values()):
-        return expected
-    return {
-        _task_uuid(uuid): value
-        if isinstance(value, TaskStatus)
-        else TaskStatus(uuid, expected_images=_count(uuid, value))
-        for uuid, value in expected.items()
-    }
-
-
-def _task_uuid(value: Any) -> str:
-    """A taskUUID to ask the API about; anything else is refused before a request is sent."""
-    try:
-        uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
-        raise BflInvalidRequestError(f"{value!r} is not a taskUUID", parameter="taskUUID") from None
-    return str(value)
-
-
-def _count(task_uuid: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BflInvalidRequestError(
-            f"taskUUID {task_uuid} must expect an image count >= 1 (numberResults), got {value!r}",
-            parameter="numberResults",
-        )
-    return value
+        return expected  # also {}: nothing to ask about
+    if isinstance(expected, list | tuple | set | frozenset) and not expected:
+        return {}
+    counts = expected_images(expected, parameter="taskUUID")
+    return {uuid: TaskStatus(uuid, expected_images=count) for uuid, count in counts.items()}
 
 
 def _results_or_raise(statuses: Mapping[str, TaskStatus]) -> list[ImageResult]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -18,13 +20,23 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_bfl.exceptions import BflError
 
+log = logging.getLogger(__name__)
+
 #: Result fields that hold image bytes: never logged, never pushed to XCom.
 BYTES_FIELDS = frozenset({"imageBase64Data", "imageDataURI"})
 _XCOM_FIELDS = ("taskType", "taskUUID", "imageUUID", "imageURL", "seed", "cost", "NSFWContent")
 
 
 class ImageResult(BaseModel):
-    """One generated image as the API describes it."""
+    """
+    One generated image as the API describes it.
+
+    ``imageUUID`` is required: it names the image in storage, XCom and QA, and deduplicates
+    repeated polls, so a result without one is malformed. ``cost`` is the API's own figure when it
+    is a finite number >= 0; anything else (NaN, infinity, a negative number, a boolean, text that
+    is not a number) is *dropped* to ``None`` (cost unknown) with a warning, never summed, and the
+    image itself is kept: it was paid for.
+    """
 
     model_config = ConfigDict(
         validate_by_name=True, validate_by_alias=True, serialize_by_alias=True, extra="allow", frozen=True
@@ -32,7 +44,7 @@ class ImageResult(BaseModel):
 
     task_type: str = Field("imageInference", alias="taskType")
     task_uuid: str = Field(alias="taskUUID", min_length=1)
-    image_uuid: str | None = Field(None, alias="imageUUID")
+    image_uuid: str = Field(alias="imageUUID", min_length=1)
     image_url: str | None = Field(None, alias="imageURL")
     image_data_uri: str | None = Field(None, alias="imageDataURI", repr=False)
     image_base64_data: str | None = Field(None, alias="imageBase64Data", repr=False)
@@ -46,6 +58,22 @@ class ImageResult(BaseModel):
         if value is not None and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError(f"imageURL must be an http(s) URL, got {value[:60]!r}")
         return value
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _sane_cost(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        number: float | None = None
+        if not isinstance(value, bool):
+            try:
+                number = float(value)
+            except (TypeError, ValueError, OverflowError):
+                number = None
+        if number is None or not math.isfinite(number) or number < 0:
+            log.warning("Ignoring a cost the API sent that is not a sane amount: %.40r", value)
+            return None
+        return number
 
     def __repr_args__(self) -> Any:
         # Extras may hold bytes under names we do not know yet; keep repr (and so logs) small.

@@ -8,18 +8,18 @@ trigger are imported when the sensor runs.
 
 from __future__ import annotations
 
-import ast
-import json
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.providers.common.compat.sdk import conf  # airflow.sdk.conf is 3.2+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_bfl import defaults, events
-from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
+from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
+from airflow_provider_bfl._task_uuids import expected_images
+from airflow_provider_bfl.exceptions import BflError
 from airflow_provider_bfl.models.results import TaskStatus
 
 if TYPE_CHECKING:
@@ -34,66 +34,23 @@ DEFER_TIMEOUT_GRACE = timedelta(minutes=5)
 #: XCom key of the images that arrived before a failure or timeout (the operator uses the same key).
 PARTIAL_RESULTS_XCOM_KEY = "partial_results"
 
-_SHAPE = (
-    "a taskUUID, a list of taskUUIDs, a mapping of taskUUID to expected image count (numberResults), "
-    "or a JSON string (or Python repr) of one of those"
-)
-
 
 def normalize_task_uuids(value: Any) -> dict[str, int]:
     """
     ``{taskUUID: images expected}`` from whatever templating or an upstream XCom produced.
 
-    A list means one image per task: pass the mapping when tasks use ``numberResults`` > 1, or the
-    sensor reports success as soon as the first image of each task is ready.
+    Rendered text is decoded by the provider's one decoder (JSON, or the Python repr a non-native
+    Jinja render makes of an XCom list or dict); a bare string is one taskUUID. The result is
+    checked by the one ``{taskUUID: count}`` validator. A list means one image per task: pass the
+    mapping when tasks use ``numberResults`` > 1, or the sensor reports success as soon as the
+    first image of each task is ready.
     """
     parsed = value
     if isinstance(value, str):
-        text = value.strip()
-        parsed = _parse_literal(value, text) if text.startswith(("[", "{", '"')) else [text]
+        parsed = decode_rendered(value, parameter="task_uuids") if looks_like_literal(value) else [value]
     if isinstance(parsed, str):  # a JSON-quoted single UUID
         parsed = [parsed]
-    if isinstance(parsed, Mapping):
-        pairs = list(parsed.items())
-    elif isinstance(parsed, Iterable) and not isinstance(parsed, bytes | bytearray):
-        pairs = [(item, 1) for item in parsed]
-    else:
-        _invalid(value, f"a {type(parsed).__name__} is not accepted")
-    if not pairs:
-        _invalid(value, "it holds no taskUUID")
-    counts: dict[str, int] = {}
-    for task_uuid, count in pairs:
-        if not isinstance(task_uuid, str) or not _is_uuid(task_uuid.strip()):
-            _invalid(value, f"{task_uuid!r} is not a taskUUID")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            _invalid(value, f"the image count of {task_uuid} must be an integer >= 1, got {count!r}")
-        counts[task_uuid.strip()] = count
-    return counts
-
-
-def _parse_literal(value: Any, text: str) -> Any:
-    """JSON, or the Python repr a non-native Jinja render makes of an XCom list or dict."""
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        try:
-            return ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            _invalid(value, f"it is neither JSON nor a Python literal ({exc})")
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _invalid(value: Any, reason: str) -> NoReturn:
-    raise BflInvalidRequestError(
-        f"task_uuids must be {_SHAPE}; got {value!r:.300}: {reason}", parameter="task_uuids"
-    )
+    return expected_images(parsed, parameter="task_uuids", shown=value)
 
 
 def _skip_exception() -> type[Exception]:

@@ -16,38 +16,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_bfl import defaults
+from airflow_provider_bfl._task_uuids import expected_images
 
 if TYPE_CHECKING:
     from airflow_provider_bfl.models.results import TaskStatus
-
-
-def expected_counts(task_uuids: Mapping[str, Any] | Iterable[str]) -> dict[str, int]:
-    """``{taskUUID: images expected}`` from such a mapping or from bare UUIDs (one image each)."""
-    if isinstance(task_uuids, str):
-        raise TypeError(f"task_uuids must be a mapping or a list of taskUUIDs, not a string: {task_uuids!r}")
-    pairs = task_uuids.items() if isinstance(task_uuids, Mapping) else ((uuid, 1) for uuid in task_uuids)
-    counts: dict[str, int] = {}
-    for uuid, count in pairs:
-        if not isinstance(uuid, str) or not uuid.strip():
-            raise ValueError(f"task_uuids holds {uuid!r}, which is not a taskUUID string")
-        try:
-            UUID(uuid)
-        except ValueError:
-            raise ValueError(f"task_uuids holds {uuid!r}, which is not a taskUUID") from None
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(
-                f"task_uuids[{uuid!r}] must be the number of images the task makes "
-                f"(numberResults, an integer >= 1), got {count!r}"
-            )
-        counts[uuid] = count
-    if not counts:
-        raise ValueError("task_uuids is empty: there is nothing to wait for")
-    return counts
 
 
 class BflImageInferenceTrigger(BaseTrigger):
@@ -79,7 +55,7 @@ class BflImageInferenceTrigger(BaseTrigger):
         max_poll_failures: int | None = None,
     ) -> None:
         super().__init__()
-        self.task_uuids = expected_counts(task_uuids)
+        self.task_uuids = expected_images(task_uuids)
         self.bfl_conn_id = bfl_conn_id
         self.deadline = None if deadline is None else float(deadline)
         self.poll_interval = poll_interval
@@ -103,7 +79,13 @@ class BflImageInferenceTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll until every task is terminal, the deadline passes or polling fails; one event."""
+        """
+        Poll until every task is terminal, the deadline passes or polling fails; exactly one event.
+
+        Whatever goes wrong (a missing connection, a hostile answer, a bug) becomes that one
+        ``error`` event: a trigger that raises would leave the task to Airflow's generic failure,
+        without the images received so far.
+        """
         from airflow_provider_bfl.models.results import TaskStatus
 
         self.statuses = {uuid: TaskStatus(uuid, expected_images=n) for uuid, n in self.task_uuids.items()}
@@ -137,6 +119,10 @@ class BflImageInferenceTrigger(BaseTrigger):
         except BflError as error:
             self.log.error("Polling Runware failed: %s", error)
             return events.from_error(error, list(self.statuses), self.statuses)
+        except Exception as unexpected:  # never raise out of a trigger: one clean error event
+            self.log.exception("Polling Runware failed unexpectedly")
+            failure = BflError(f"Polling failed unexpectedly: {type(unexpected).__name__}")
+            return events.from_error(failure, list(self.statuses), self.statuses)
         return events.from_statuses(self.statuses)
 
     async def on_kill(self) -> None:

@@ -8,8 +8,10 @@ one real DAG run (``dag.test()``) against an in-process emulator; the row's erro
 parameter (and the Airflow task), and the emulator must have received nothing at all.
 
 Hostile responses (the API's fault): truncated JSON, an HTML 502 page, a 200 with neither data nor
-errors, results for a taskUUID never submitted, an imageURL that is not http(s), and image URLs
-whose body is not an image or is oversized. Each must give an error naming the cause, through the
+errors, results for a taskUUID never submitted, an imageURL that is not http(s), JSON nested
+100,000 deep, a result without imageUUID, a 300 MB body, a 1 MB gzip body inflating to 1 GB, a
+slow drip (one byte every 0.5 s), NaN costs, and image URLs whose body is not an image or is
+oversized. Each must give an error naming the cause, through the
 hook and through the trigger, which must end with exactly one clean error event (a triggerer
 never sees an exception from it).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,7 @@ from airflow_provider_bfl.exceptions import (
     BflError,
     BflInvalidRequestError,
     BflMalformedResponseError,
+    BflResponseTooLargeError,
     BflServerError,
 )
 from airflow_provider_bfl.hooks.bfl import BflHook
@@ -550,7 +554,7 @@ FINDING_STATUS_UUIDS = (
 )
 FINDING_TRIGGER_UUIDS = (
     "BflImageInferenceTrigger(task_uuids={'not-a-uuid': 1}) is accepted and polls the API for it. Fix: "
-    "triggers/bfl.py expected_counts() checks uuid.UUID(uuid) like sensors/bfl.py normalize_task_uuids()."
+    "the trigger, the hook and the sensor now share one validator (_task_uuids.expected_images)."
 )
 
 
@@ -573,11 +577,11 @@ def test_finding_trigger_refuses_a_non_uuid() -> None:
 @pytest.mark.parametrize(
     ("task_uuids", "says"),
     [
-        ("not a mapping", "not a string"),
-        ({}, "task_uuids is empty"),
-        ({A_UUID: 0}, "numberResults, an integer >= 1"),
-        ({A_UUID: True}, "numberResults, an integer >= 1"),
-        ({"": 1}, "not a taskUUID string"),
+        ("not a mapping", "a str is not accepted"),
+        ({}, "it is empty"),
+        ({A_UUID: 0}, "(numberResults) of 8c1a4a80-cc8f-4330-931a-073dfa20b87c must be an integer >= 1"),
+        ({A_UUID: True}, "must be an integer >= 1, got True"),
+        ({"": 1}, "'' is not a taskUUID"),
     ],
 )
 def test_trigger_refuses_bad_task_uuids_when_built(task_uuids: Any, says: str) -> None:
@@ -619,6 +623,30 @@ HOSTILE = [
         {"kind": "bad_image_url"},
         BflMalformedResponseError,
         "imageURL must be an http(s) URL, got 'ftp://",
+    ),
+    Hostile(
+        "json_nested_100000_deep",
+        {"kind": "nested_json", "depth": 100_000},
+        BflMalformedResponseError,
+        "nested too deeply",
+    ),
+    Hostile(
+        "result_without_image_uuid",
+        {"kind": "missing_image_uuid"},
+        BflMalformedResponseError,
+        "imageUUID: Field required",
+    ),
+    Hostile(
+        "body_of_300_mb",
+        {"kind": "huge_body", "size": 300 * 1024 * 1024},
+        BflResponseTooLargeError,
+        "byte limit of this request (decoded size",
+    ),
+    Hostile(
+        "gzip_bomb_1_mb_to_1_gb",
+        {"kind": "gzip_bomb", "size": 1024 * 1024 * 1024},
+        BflResponseTooLargeError,
+        "byte limit of this request (decoded size",
     ),
     Hostile(
         "file_image_url",
@@ -683,6 +711,45 @@ async def test_hostile_response_gives_the_trigger_one_clean_error_event(
 
 async def _all_events(trigger: BflImageInferenceTrigger) -> list[dict[str, Any]]:
     return [event.payload async for event in trigger.run()]
+
+
+def test_slow_drip_answer_ends_the_wait_at_its_deadline(bfl_conn: RunwareEmulator) -> None:
+    """One byte every 0.5 s: before, poll_until_done(timeout=2) returned after 12 s; now at ~2 s."""
+    expected = _submitted(bfl_conn)
+    bfl_conn.inject("slow_drip", count=1000, interval=0.5, only_task_type="getResponse")
+    hook = BflHook()
+    started = time.monotonic()
+    try:
+        statuses = hook.poll_until_done(expected, timeout=2)
+    finally:
+        hook.close()
+    assert time.monotonic() - started < 2.9
+    assert not any(status.done for status in statuses.values())
+    assert bfl_conn.snapshot().faults_triggered == {"slow_drip": 1}
+
+
+async def test_slow_drip_answer_gives_the_trigger_a_timeout_event_at_its_deadline(
+    bfl_conn: RunwareEmulator,
+) -> None:
+    expected = await asyncio.to_thread(_submitted, bfl_conn)
+    bfl_conn.inject("slow_drip", count=1000, interval=0.5, only_task_type="getResponse")
+    started = time.monotonic()
+    trigger = BflImageInferenceTrigger(task_uuids=expected, deadline=time.time() + 2)
+    fired = await asyncio.wait_for(_all_events(trigger), timeout=30)
+    assert time.monotonic() - started < 2.9
+    assert [event["status"] for event in fired] == [events.TIMEOUT]
+
+
+def test_nan_cost_is_dropped_not_summed(bfl_conn: RunwareEmulator) -> None:
+    expected = _submitted(bfl_conn)
+    bfl_conn.inject("insane_cost", count=1000, only_task_type="getResponse")
+    hook = BflHook()
+    try:
+        statuses = hook.poll_until_done(expected, timeout=30)
+    finally:
+        hook.close()
+    [status] = statuses.values()
+    assert status.done and [result.cost for result in status.results] == [None]
 
 
 # -- hostile image bodies, met when the operator lands the images -------------------------------------------------------

@@ -148,3 +148,33 @@ def test_transient_families_are_retryable_and_permanent_ones_are_not() -> None:
     assert not exc.BflAuthenticationError("x").retryable
     assert not exc.BflInsufficientCreditsError("x").retryable
     assert not exc.BflInvalidRequestError("x").retryable
+
+
+# -- errors given context without mutating them ------------------------------------------------------------------
+
+
+def test_with_context_returns_a_new_error_of_the_same_family_and_leaves_the_original() -> None:
+    from airflow_provider_bfl.exceptions import BflInvalidRequestError, BflRateLimitError
+
+    original = BflRateLimitError(
+        "Too many requests", code="rateLimitExceeded", task_uuid="t-1", status_code=429
+    )
+    before = (original.message, original.args, str(original))
+    added = original.with_context(prefix="Task 'x': ", suffix="; gave up after 3 attempts", parameter="width")
+    assert type(added) is BflRateLimitError and added is not original and added.retryable
+    assert added.message == "Task 'x': Too many requests; gave up after 3 attempts"
+    assert (added.code, added.task_uuid, added.status_code, added.parameter) == (
+        "rateLimitExceeded",
+        "t-1",
+        429,
+        "width",
+    )
+    assert str(added) == added.args[0] and "taskUUID=t-1" in str(added)
+    assert (original.message, original.args, str(original)) == before  # untouched
+
+    invalid = BflInvalidRequestError("bad", violations=["width: too big"], parameter="width")
+    moved = invalid.with_context(message="worse", task_uuid="t-2")
+    assert moved.violations == ["width: too big"] and moved.task_uuid == "t-2" and moved.message == "worse"
+    assert invalid.task_uuid is None and invalid.message == "bad"
+    with pytest.raises(TypeError, match="unknown fields: colour"):
+        invalid.with_context(colour="red")

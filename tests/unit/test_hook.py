@@ -6,6 +6,7 @@ import asyncio
 import http.server
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -481,3 +482,69 @@ def test_the_key_rides_in_the_client_headers_not_in_reprs(bfl_conn: RunwareEmula
     finally:
         hook.close()
     assert bfl_conn.snapshot().requests == 1
+
+
+# -- progress while waiting, the connection form ---------------------------------------------------------------
+
+
+def _progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for Runware:")]
+
+
+def test_a_long_wait_logs_progress_at_a_bounded_rate(
+    bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 500-task batch is one wait: a line every progress_log_interval, never one per task or poll."""
+    monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", connection_json(bfl_conn, progress_log_interval=0.3))
+    bfl_conn.latency = 1.5
+    hook = BflHook()
+    try:
+        outcome = hook.submit([{**ASYNC, "positivePrompt": f"prompt {i}"} for i in range(500)])
+        caplog.set_level(logging.INFO, logger="airflow_provider_bfl")
+        started = time.monotonic()
+        statuses = hook.poll_until_done(outcome.pending, timeout=30)
+        took = time.monotonic() - started
+    finally:
+        hook.close()
+    assert all(status.done for status in statuses.values())
+    lines = _progress_lines(caplog)
+    polls = bfl_conn.snapshot().requests_by_task_type["getResponse"] / 5  # 100 tasks per request
+    assert 1 <= len(lines) <= took / 0.3 + 1, lines
+    assert len(lines) < polls  # fewer lines than polls: rate-limited, not one per poll
+    assert re.fullmatch(
+        r"Waiting for Runware: \d+ of 500 generation\(s\) done, \d+ pending, \d+ image\(s\) received, "
+        r"\d+% progress, \d+s elapsed",
+        lines[0],
+    )
+
+
+def test_a_short_wait_logs_no_progress_line(
+    bfl_conn: RunwareEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="airflow_provider_bfl")
+    BflHook().generate([ASYNC], timeout=10)
+    assert _progress_lines(caplog) == []
+
+
+def test_the_connection_form_offers_every_documented_extra() -> None:
+    """README documents the extras; the form (conn-fields) offers them all, with the real defaults."""
+    from pathlib import Path
+
+    from airflow_provider_bfl import defaults
+    from airflow_provider_bfl.get_provider_info import get_provider_info
+    from airflow_provider_bfl.hooks import _transport
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| extra |")]
+    documented = set(re.findall(r"`(\w+)`", row))
+    [conn_type] = get_provider_info()["connection-types"]
+    offered = conn_type["conn-fields"]
+    assert len(documented) >= 8
+    assert documented <= set(offered), f"missing from the form: {sorted(documented - set(offered))}"
+    assert set(_transport._MINIMUMS) <= set(offered)  # every extra the hook reads
+    assert offered["timeout"]["schema"]["default"] == defaults.REQUEST_TIMEOUT
+    assert (
+        offered["max_response_bytes_per_image"]["schema"]["default"] == defaults.MAX_RESPONSE_BYTES_PER_IMAGE
+    )
+    assert offered["progress_log_interval"]["schema"]["default"] == defaults.PROGRESS_LOG_INTERVAL
+    assert offered["max_tasks_per_request"]["schema"]["default"] == defaults.MAX_TASKS_PER_REQUEST

@@ -249,12 +249,37 @@ def test_image_result_keeps_unknown_fields_but_never_shows_bytes() -> None:
 
 def test_image_result_decodes_data_uri() -> None:
     uri = "data:image/png;base64," + base64.b64encode(b"abc").decode()
-    assert ImageResult.model_validate({"taskUUID": "t", "imageDataURI": uri}).image_bytes() == b"abc"
+    result = ImageResult.model_validate({"taskUUID": "t", "imageUUID": "i", "imageDataURI": uri})
+    assert result.image_bytes() == b"abc"
 
 
 def test_image_result_rejects_non_http_url() -> None:
     with pytest.raises(ValueError, match="imageURL must be an http"):
-        ImageResult.model_validate({"taskUUID": "t", "imageURL": "file:///etc/passwd"})
+        ImageResult.model_validate({"taskUUID": "t", "imageUUID": "i", "imageURL": "file:///etc/passwd"})
+
+
+def test_image_result_without_image_uuid_is_refused() -> None:
+    """The imageUUID names the image in storage and XCom; without it the result cannot be used."""
+    with pytest.raises(ValueError, match="imageUUID"):
+        ImageResult.model_validate({"taskUUID": "t", "imageURL": "https://im.example.com/a.jpg"})
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [float("nan"), float("inf"), float("-inf"), -0.04, True, "NaN", "-1", "a lot", [0.04]],
+    ids=["nan", "inf", "minus_inf", "negative", "bool", "nan_text", "negative_text", "text", "list"],
+)
+def test_an_insane_cost_is_dropped_and_the_image_kept(cost: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """NaN, infinite, negative or non-numeric costs become None (unknown), never a summable number."""
+    result = ImageResult.model_validate({"taskUUID": "t", "imageUUID": "i", "cost": cost})
+    assert result.cost is None and result.image_uuid == "i"
+    assert "cost" not in result.to_xcom()
+    assert "not a sane amount" in caplog.text
+
+
+@pytest.mark.parametrize("cost", [0, 0.0, 0.04, "0.04", 12])
+def test_a_sane_cost_is_kept(cost: Any) -> None:
+    assert ImageResult.model_validate({"taskUUID": "t", "imageUUID": "i", "cost": cost}).cost == float(cost)
 
 
 def test_task_status_done_only_when_terminal() -> None:

@@ -329,3 +329,34 @@ def test_execute_complete_timeout_raises_wait_timeout_or_skips() -> None:
 def test_execute_complete_refuses_a_missing_or_unknown_event(event: Any, message: str) -> None:
     with pytest.raises(BflError, match=message):
         sensor([U1]).execute_complete({}, event=event)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, "{" * 5_000, "(" * 100_000 + ")" * 100_000],
+    ids=["list_100000_deep", "unclosed_5000_deep", "tuple_100000_deep"],
+)
+def test_rendered_text_nested_too_deeply_is_a_clear_error(text: str) -> None:
+    """The one decoder of rendered text never lets a RecursionError or MemoryError escape."""
+    with pytest.raises(BflInvalidRequestError, match="neither JSON nor a Python literal") as caught:
+        normalize_task_uuids(text)
+    assert caught.value.parameter == "task_uuids"
+
+
+def test_sensor_trigger_and_hook_share_one_task_uuid_validator(bfl_conn: RunwareEmulator) -> None:
+    """The same bad input gives the same message everywhere (one validator, not four copies)."""
+    from airflow_provider_bfl.hooks.bfl import BflHook
+    from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
+
+    bad = {U1: 0}
+    messages = []
+    for attempt in (
+        lambda: normalize_task_uuids(bad),
+        lambda: BflImageInferenceTrigger(bad),
+        lambda: BflHook().get_status(bad),
+    ):
+        with pytest.raises(BflInvalidRequestError) as caught:
+            attempt()
+        messages.append(caught.value.message.split("; got ")[1])
+    assert len(set(messages)) == 1, messages
+    assert bfl_conn.snapshot().requests == 0

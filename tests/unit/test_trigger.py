@@ -325,3 +325,23 @@ async def test_on_kill_logs_the_abandoned_generations(bfl_conn: RunwareEmulator)
     assert running in abandoned and done not in abandoned
     assert done in finished
     assert "billed" in message and "no cancel endpoint" in message
+
+
+async def test_waiting_triggers_log_progress_at_a_bounded_rate(
+    bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each trigger logs its own progress (in its own log context) at most once per interval."""
+    from tests.conftest import connection_json
+
+    monkeypatch.setenv("AIRFLOW_CONN_BFL_DEFAULT", connection_json(bfl_conn, progress_log_interval=0.3))
+    bfl_conn.latency = 1.5
+    expected = await asyncio.to_thread(submit, PROMPT, PROMPT + " again", PROMPT + " and again")
+    caplog.set_level("INFO", logger="airflow_provider_bfl")
+    started = time.monotonic()
+    triggers = [BflImageInferenceTrigger({uuid: count}) for uuid, count in expected.items()]
+    payloads = await asyncio.gather(*(fire(trigger) for trigger in triggers))
+    took = time.monotonic() - started
+    assert [payload["status"] for payload in payloads] == [events.SUCCESS] * 3
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting for Runware:")]
+    assert 3 <= len(lines) <= 3 * (took / 0.3 + 1), lines
+    assert all("of 1 generation(s) done" in line and "% progress" in line for line in lines)

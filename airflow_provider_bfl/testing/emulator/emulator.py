@@ -251,6 +251,9 @@ class RunwareEmulator:
         task_uuid: str | None = None,
         url_scheme: str = "ftp",
     ) -> Fault:
+        depth: int = 100_000,
+        size: int = 300 * 1024 * 1024,
+        interval: float = 0.5,
         """Make the next ``count`` matching ``POST /v1`` requests fail as ``kind`` (see :class:`Fault`)."""
         if isinstance(process, bool):
             process = "after" if process else "never"
@@ -267,6 +270,9 @@ class RunwareEmulator:
             task_uuid=task_uuid,
             url_scheme=url_scheme,
         )
+            depth=depth,
+            size=size,
+            interval=interval,
         self.faults.add(fault)
         return fault
 

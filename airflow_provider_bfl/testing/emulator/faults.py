@@ -23,6 +23,12 @@ FaultKind = Literal[
     "stall",
     "foreign_result",
     "bad_image_url",
+    "nested_json",
+    "huge_body",
+    "gzip_bomb",
+    "slow_drip",
+    "missing_image_uuid",
+    "insane_cost",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 StallProcessing = Literal["never", "before", "after"]
@@ -56,7 +62,12 @@ class Fault:
     finished image item for ``task_uuid`` (default: a fresh UUID), a task the request never asked
     about. ``bad_image_url``: process and answer normally, with every ``imageURL`` switched to the
     scheme ``url_scheme`` (default ``ftp``). The last two tamper only with answers that succeeded
-    (HTTP 200). ``only_task_type`` restricts the fault to POSTs carrying at least one task of that
+    (HTTP 200). The hostile-size and hostile-content kinds: ``nested_json``: 200 with ``data`` nested
+    ``depth`` lists deep. ``huge_body``: 200 with a ``size``-byte body (streamed, never held).
+    ``gzip_bomb``: 200 with a small gzip body that inflates to ``size`` bytes. ``slow_drip``: process
+    and answer normally, but one byte every ``interval`` seconds. ``missing_image_uuid`` /
+    ``insane_cost``: process and answer normally, with ``imageUUID`` removed from every result /
+    every ``cost`` set to NaN. ``only_task_type`` restricts the fault to POSTs carrying at least one task of that
     type.
     """
 
@@ -71,6 +82,9 @@ class Fault:
     only_task_type: str | None = None
     task_uuid: str | None = None
     url_scheme: str = "ftp"
+    depth: int = 100_000
+    size: int = 300 * 1024 * 1024
+    interval: float = 0.5
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -85,6 +99,10 @@ class Fault:
             raise ValueError("seconds must be a non-negative number")
         if self.task_uuid is not None and (not isinstance(self.task_uuid, str) or not self.task_uuid):
             raise ValueError("task_uuid must be a non-empty string")
+        if not _is_int(self.depth) or self.depth < 1 or not _is_int(self.size) or self.size < 1:
+            raise ValueError("depth and size must be positive integers")
+        if not _is_number(self.interval) or self.interval < 0:
+            raise ValueError("interval must be a non-negative number of seconds")
         if not isinstance(self.url_scheme, str) or not _SCHEME.match(self.url_scheme):
             raise ValueError("url_scheme must be a URL scheme such as 'ftp' or 'file'")
         process: Any = self.process

@@ -239,16 +239,37 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         return self.emulator.processor.submit(self.headers.get("Authorization"), parsed)
 
     def _answer(
-        self, pending: PendingResponse, tamper: Callable[[ApiResponse], ApiResponse] | None = None
+        self,
+        pending: PendingResponse,
+        tamper: Callable[[ApiResponse], ApiResponse] | None = None,
+        drip: float | None = None,
     ) -> None:
-        """Wait (interruptibly) for the sync tasks of the request, then answer (through ``tamper``)."""
+        """Wait (interruptibly) for the sync tasks of the request, then answer (through ``tamper``).
+
+        ``drip``: write the body one byte every ``drip`` seconds (a slow-drip answer).
+        """
         stopping = self.emulator.stopping
         while (delay := pending.wait_until - time.monotonic()) > 0:
             if stopping.wait(delay):
                 self.close_connection = True
                 break
         response = pending.finish()
-        self._send_api(response if tamper is None else tamper(response))
+        response = response if tamper is None else tamper(response)
+        if drip is None:
+            self._send_api(response)
+            return
+        body = dumps(response.body)
+        self.close_connection = True
+        self.send_response(response.status)
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for index in range(len(body)):
+            if stopping.wait(drip):
+                break
+            self.wfile.write(body[index : index + 1])
+            self.wfile.flush()
 
     def _play(self, fault: Fault, parsed: ParsedBody) -> None:
         config = self.emulator.config
@@ -275,6 +296,19 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             )
         elif kind == "bad_image_url":
             self._answer(self._submit(parsed), lambda r: tampering.with_bad_image_urls(r, fault.url_scheme))
+        elif kind == "missing_image_uuid":
+            self._answer(self._submit(parsed), tampering.without_image_uuids)
+        elif kind == "insane_cost":
+            self._answer(self._submit(parsed), tampering.with_nan_costs)
+        elif kind == "nested_json":
+            self._send(200, tampering.nested_json(fault.depth), JSON_TYPE)
+        elif kind == "huge_body":
+            prefix = b'{"data": [], "pad": "'
+            self._send(200, prefix, JSON_TYPE, padding=max(0, fault.size - len(prefix)))
+        elif kind == "gzip_bomb":
+            self._send(200, tampering.gzip_bomb(fault.size), JSON_TYPE, {"Content-Encoding": "gzip"})
+        elif kind == "slow_drip":
+            self._answer(self._submit(parsed), drip=fault.interval)
         else:
             self._stall(fault, parsed)
 

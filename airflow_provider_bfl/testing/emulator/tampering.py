@@ -7,7 +7,9 @@ answer through one of these functions, so everything else about the answer stays
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
+import zlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,3 +55,38 @@ def with_bad_image_urls(response: ApiResponse, scheme: str) -> ApiResponse:
     ]
     data: Any = items[0] if isinstance(response.body["data"], dict) else items
     return dataclasses.replace(response, body={**response.body, "data": data})
+
+
+def _with_items(response: ApiResponse, change: Any) -> ApiResponse:
+    if response.status != 200 or "data" not in response.body:
+        return response
+    items = [change(item) for item in _data_items(response.body)]
+    data: Any = items[0] if isinstance(response.body["data"], dict) else items
+    return dataclasses.replace(response, body={**response.body, "data": data})
+
+
+def without_image_uuids(response: ApiResponse) -> ApiResponse:
+    """The answer with ``imageUUID`` removed from every result."""
+    return _with_items(response, lambda item: {k: v for k, v in item.items() if k != "imageUUID"})
+
+
+def with_nan_costs(response: ApiResponse) -> ApiResponse:
+    """The answer with every result's ``cost`` set to NaN (sent as the bare JSON token ``NaN``)."""
+    return _with_items(response, lambda item: {**item, "cost": float("nan")} if "imageUUID" in item else item)
+
+
+def nested_json(depth: int) -> bytes:
+    return b'{"data": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(size: int) -> bytes:
+    """A gzip body that inflates to about ``size`` bytes (a thousandth of that on the wire).
+
+    After a full flush the compressor's output for another megabyte of spaces is always the same
+    segment, so it is made once and repeated; no trailer (a client reading to the end has lost).
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    start = compressor.compress(b'{"data": [], "pad": "') + compressor.flush(zlib.Z_FULL_FLUSH)
+    segment = compressor.compress(b" " * (1 << 20)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return start + segment * max(1, size >> 20)
