@@ -17,6 +17,11 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+#: Shown in rich-markup tables (`airflow providers list/hooks/get`), where "[pro]" would be read as
+#: a style tag and vanish: the names say "pro" plainly.
+INTEGRATION = "FLUX.1.1 pro on Runware"
+HOOK_NAME = "Runware FLUX.1.1 pro"
+
 _NUMBER = {"type": ["number", "null"]}
 _INTEGER = {"type": ["integer", "null"]}
 
@@ -29,32 +34,32 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "integrations": [
             {
-                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "integration-name": INTEGRATION,
                 "external-doc-url": "https://runware.ai/docs",
                 "tags": ["ai"],
             }
         ],
         "operators": [
             {
-                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "integration-name": INTEGRATION,
                 "python-modules": ["airflow_provider_bfl.operators.bfl", "airflow_provider_bfl.operators.qa"],
             }
         ],
         "sensors": [
             {
-                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "integration-name": INTEGRATION,
                 "python-modules": ["airflow_provider_bfl.sensors.bfl"],
             }
         ],
         "hooks": [
             {
-                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "integration-name": INTEGRATION,
                 "python-modules": ["airflow_provider_bfl.hooks.bfl"],
             }
         ],
         "triggers": [
             {
-                "integration-name": "FLUX.1.1 [pro] on Runware",
+                "integration-name": INTEGRATION,
                 "python-modules": ["airflow_provider_bfl.triggers.bfl"],
             }
         ],
@@ -62,7 +67,7 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "connection-type": CONN_TYPE,
                 "hook-class-name": "airflow_provider_bfl.hooks.bfl.BflHook",
-                "hook-name": "Runware FLUX.1.1 [pro]",
+                "hook-name": HOOK_NAME,
                 "conn-fields": {
                     "timeout": {
                         "label": "Total timeout per HTTP request (seconds)",

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +46,25 @@ def test_providers_list_shows_the_description_intact() -> None:
     assert result.returncode == 0, result.stderr
     line = next(row for row in result.stdout.splitlines() if row.startswith("airflow-provider-bfl"))
     assert get_provider_info()["description"].rstrip(".") in line
+
+
+def _display_names(info: dict[str, Any]) -> list[str]:
+    """Every name the providers CLI shows in its tables (description, integrations, hook names)."""
+    names = [info["name"], info["description"]]
+    for group in ("integrations", "operators", "sensors", "hooks", "triggers"):
+        names += [entry["integration-name"] for entry in info.get(group, [])]
+    names += [entry["hook-name"] for entry in info["connection-types"]]
+    return names
+
+
+def test_provider_names_survive_the_cli_tables_rich_markup() -> None:
+    """`airflow providers list/hooks/get` print through rich: a "[tag]" in a name would vanish."""
+    from rich.text import Text
+
+    from airflow_provider_bfl.get_provider_info import get_provider_info
+
+    names = _display_names(get_provider_info())
+    assert len(names) >= 8
+    for name in names:
+        assert Text.from_markup(name).plain == name, name
+    assert any("FLUX.1.1 pro" in name for name in names[2:])  # the model's name kept, plainly
