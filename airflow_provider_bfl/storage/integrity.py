@@ -44,13 +44,21 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def verify(file: IO[bytes], size: int, expected_format: str, where: str) -> ImageFacts:
+def verify(
+    file: IO[bytes],
+    size: int,
+    expected_format: str,
+    where: str,
+    expected_size: tuple[int, int] | None = None,
+) -> ImageFacts:
     """
     Check an image file before it is committed; raise :class:`BflImageIntegrityError` if it is off.
 
     Checks the size bounds, the magic bytes against the requested format, and that Pillow parses
-    the header (format and dimensions). Decoding every pixel is QA's ``decodes`` check: doing it
-    here too would cost landing about a quarter of its throughput (``make bench``).
+    the header, whose format and dimensions must be what was asked for (``expected_size``): a
+    small file declaring 13000x13000 would cost QA gigabytes to decode. Decoding every pixel is
+    QA's ``decodes`` check: doing it here too would cost landing about a quarter of its
+    throughput (``make bench``). Messages describe the bytes, never quote them.
     """
     if size < MIN_BYTES or size > MAX_BYTES:
         raise BflImageIntegrityError(
@@ -60,7 +68,9 @@ def verify(file: IO[bytes], size: int, expected_format: str, where: str) -> Imag
     head = file.read(16)
     found = sniff_format(head)
     if found is None:
-        raise BflImageIntegrityError(f"{where}: the bytes are not an image (they start with {head[:8]!r})")
+        raise BflImageIntegrityError(
+            f"{where}: the bytes are not an image (no {', '.join(MAGIC)} signature at the start)"
+        )
     if found != expected_format:
         raise BflImageIntegrityError(f"{where}: expected a {expected_format} image, got {found} bytes")
     try:
@@ -75,12 +85,31 @@ def verify(file: IO[bytes], size: int, expected_format: str, where: str) -> Imag
         )
     file.seek(0)
     try:
-        with Image.open(file) as image:
+        with Image.open(
+            file, formats=[name for name, ours in _PILLOW_FORMATS.items() if ours == found]
+        ) as image:
             width, height = image.size
             pillow_format = image.format or ""
+    except Image.DecompressionBombError:
+        raise BflImageIntegrityError(
+            f"{where}: the image header declares more pixels than any {expected_format} the model makes"
+        ) from None
     except Exception as exc:
-        raise BflImageIntegrityError(f"{where}: the image is damaged ({type(exc).__name__}: {exc})") from None
-    return ImageFacts(_PILLOW_FORMATS.get(pillow_format, pillow_format), width, height)
+        # Pillow's messages can quote chunk bytes: name the failure, not the text.
+        raise BflImageIntegrityError(
+            f"{where}: the image is damaged (its {found} header does not parse: {type(exc).__name__})"
+        ) from None
+    facts = ImageFacts(_PILLOW_FORMATS.get(pillow_format, pillow_format), width, height)
+    if facts.format != expected_format:
+        raise BflImageIntegrityError(
+            f"{where}: expected a {expected_format} image, its header says {facts.format}"
+        )
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise BflImageIntegrityError(
+            f"{where}: the image header declares {width}x{height}, the request asked for "
+            f"{expected_size[0]}x{expected_size[1]}"
+        )
+    return facts
 
 
 def _ends_properly(file: IO[bytes], size: int, found: str) -> bool:
