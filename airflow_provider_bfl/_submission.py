@@ -14,10 +14,9 @@ and a logger, and it returns the plan as finally submitted. The rules:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
 from airflow_provider_bfl.models.results import TaskState
@@ -31,6 +30,14 @@ if TYPE_CHECKING:
 
 #: How many generations one request may go through (the first one and its replacements).
 MAX_GENERATIONS = 5
+
+
+class Log(Protocol):
+    """What is logged to: a stdlib logger or Airflow's task logger."""
+
+    def info(self, event: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def warning(self, event: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,7 @@ def replacement(
     *,
     reason: str,
     price_per_image: float,
-    log: logging.Logger | logging.LoggerAdapter[Any],
+    log: Log,
 ) -> tuple[GenerationPlan, str]:
     """
     The plan with ``task_uuid``'s generation replaced by the next one (not yet submitted), and its taskUUID.
@@ -119,7 +126,7 @@ def submit(
     outgoing: Callable[[PlannedGeneration], ImageInferenceRequest],
     remember: Callable[[GenerationPlan], None],
     price_per_image: float,
-    log: logging.Logger | logging.LoggerAdapter[Any],
+    log: Log,
     only: Sequence[str] | None = None,
 ) -> Submission:
     """

@@ -75,7 +75,19 @@ class BflImageInferenceOperator(BaseOperator):
     :param upload_to: an ``s3://bucket/prefix``: each request gets a presigned PUT URL as its
         ``uploadEndpoint`` so Runware uploads the image itself; the task then checks it arrived.
     :param max_images: refuse (before sending anything) a batch that would make more images.
-    :param max_cost: refuse a batch whose estimated cost (``price_per_image`` each) is higher.
+    :param max_cost: refuse a batch whose estimated cost is higher (each model's price rule, see
+        the README's Models section, or ``price_per_image`` each when given).
+    :param reference_images: the product in the picture, for models that take references
+        (Kontext, FLUX.2): an ``ObjectStoragePath`` URI (``file://``, ``s3://``), an http(s) URL,
+        a local path, an upstream task's landed records (their ``storedURI``), or a list of these;
+        templated and mappable. Each is checked (PNG/JPG/WEBP, size, count per model) before
+        anything is sent; files go to the API as data URIs, URLs as they are. Each result records
+        the references it used (``references``).
+    :param reference_conn_id: connection for reading ``reference_images`` from object storage.
+    :param allow_unknown_model: let a ``model`` the provider does not know yet through: only the
+        platform fields are checked, the API judges the rest.
+    Model-specific keywords come from the model registry (``steps``, ``cfg_scale`` for FLUX.2
+    [flex]; ``raw`` for FLUX1.1 [pro] Ultra; see ``airflow_provider_bfl.models.flux``).
     :param keys: one caller key per request (e.g. SKUs), carried with each image's record into
         QA, review and the gallery. ``prompts`` may also be given as ``{key: prompt}``.
     :param image_hosts: download images only from these hosts (``"*.runware.ai"`` matches any host
@@ -116,6 +128,9 @@ class BflImageInferenceOperator(BaseOperator):
         "upload_to",
         "keys",
         "regenerate",
+        "reference_images",
+        *_requests.MODEL_KEYWORDS,
+        *_requests.PROVIDER_KEYWORDS,
     )
     template_fields_renderers = {"request": "json", "prompts": "json", "safety": "json"}
     operator_extra_links = (BflImageLink(),)
@@ -157,12 +172,18 @@ class BflImageInferenceOperator(BaseOperator):
         upload_timeout: float = 300.0,
         max_images: int | None = None,
         max_cost: float | None = None,
-        price_per_image: float = PRICE_PER_IMAGE_USD,
+        price_per_image: float | None = None,
         keys: Sequence[str] | str | None = None,
         regenerate: str | bool | None = None,
         image_hosts: Sequence[str] | None = None,
+        reference_images: Any = None,
+        reference_conn_id: str | None = None,
+        allow_unknown_model: bool = False,
         **kwargs: Any,
     ) -> None:
+        for name in (*_requests.MODEL_KEYWORDS, *_requests.PROVIDER_KEYWORDS):  # the registry's keywords
+            if name not in ("prompt_upsampling", "safety_tolerance"):
+                setattr(self, name, kwargs.pop(name, None))
         if destination and "outlets" not in kwargs and _is_plain_uri(destination):
             from airflow.providers.common.compat.sdk import Asset
 
@@ -205,6 +226,9 @@ class BflImageInferenceOperator(BaseOperator):
         self.keys = keys
         self.regenerate = regenerate
         self.image_hosts = image_hosts
+        self.reference_images = reference_images
+        self.reference_conn_id = reference_conn_id
+        self.allow_unknown_model = allow_unknown_model
         self._check_literal_arguments()
 
     @property
@@ -220,7 +244,8 @@ class BflImageInferenceOperator(BaseOperator):
         """Validated requests from the (rendered) arguments; raises before anything is sent."""
         return self._build().requests
 
-    def _build(self) -> _Batch:
+    def _build(self, *, check_references: bool = False) -> _Batch:
+        """The validated batch; ``check_references`` reads and checks the reference images (I/O: run time only)."""
         label = repr(self.task_id)
         if not self.generation_timeout or float(self.generation_timeout) <= 0:
             raise BflInvalidRequestError(
@@ -231,7 +256,8 @@ class BflImageInferenceOperator(BaseOperator):
             items, keys = self._request_items()
         except BflInvalidRequestError as exc:
             raise exc.with_context(prefix=f"Task {label}: ") from None
-        requests = _requests.validated(items, label)
+        requests = _requests.validated(items, label, allow_unknown_model=self.allow_unknown_model)
+        requests, checked = self._with_references(requests, label, check_references)
         needs_bytes_home = [r for r in requests if r.output_type in BYTE_OUTPUTS]
         if needs_bytes_home and not self.destination and self.wait_for_completion:
             raise BflInvalidRequestError(
@@ -257,21 +283,64 @@ class BflImageInferenceOperator(BaseOperator):
             max_cost=self.max_cost,
             price_per_image=self.price_per_image,
             task_label=label,
+            references=[(reference.width, reference.height) for reference in checked],
         )
         explicit = [_requests.has_task_uuid(item) for item in items]
         return _Batch(requests, explicit, keys)
 
+    def _with_references(
+        self, requests: list[ImageInferenceRequest], label: str, check: bool
+    ) -> tuple[list[ImageInferenceRequest], list[Any]]:
+        """
+        The requests with ``reference_images`` in ``inputs.referenceImages`` (as locators: never bytes),
+        and, when ``check``, each reference read and checked (format, size) before anything is sent.
+        """
+        from airflow_provider_bfl.models import registry
+        from airflow_provider_bfl.storage import references
+
+        try:
+            found = references.locators(self.reference_images)
+        except BflInvalidRequestError as exc:
+            raise exc.with_context(prefix=f"Task {label}: ") from None
+        if not found:
+            return requests, []
+        with_refs = []
+        for request in requests:
+            spec = registry.spec_of(request)
+            if spec is not None and not spec.takes_references:
+                takers = ", ".join(air for air, s in registry.models().items() if s.takes_references)
+                raise BflInvalidRequestError(
+                    f"Task {label}: model {request.model} takes no reference images (reference_images "
+                    f"given); models that do: {takers}",
+                    parameter="reference_images",
+                )
+            wire = request.to_wire()
+            inputs = dict(wire.get("inputs") or {})
+            inputs["referenceImages"] = [*(inputs.get("referenceImages") or []), *found]
+            try:
+                with_refs.append(
+                    registry.validate_request(
+                        {**wire, "inputs": inputs}, allow_unknown_model=self.allow_unknown_model
+                    )
+                )
+            except BflInvalidRequestError as exc:
+                raise exc.with_context(prefix=f"Task {label}: reference_images: ") from None
+        if not check:
+            return with_refs, []
+        try:
+            return with_refs, references.checked(found, conn_id=self.reference_conn_id)
+        except BflInvalidRequestError as exc:
+            raise exc.with_context(prefix=f"Task {label}: nothing was submitted: ") from None
+
     def _request_items(self) -> tuple[list[dict[str, Any]], list[str | None]]:
         """The raw request objects with the operator's defaults, and one caller key per request."""
         keywords = {name: getattr(self, name) for name in _requests.REQUEST_KEYWORDS}
+        keywords.update({name: getattr(self, name) for name in _requests.MODEL_KEYWORDS})
         keywords["include_cost"] = None  # an operator default, applied below
         provider = {
-            key: value
-            for key, value in {
-                "prompt_upsampling": self.prompt_upsampling,
-                "safety_tolerance": self.safety_tolerance,
-            }.items()
-            if value is not None
+            name: getattr(self, name)
+            for name in _requests.PROVIDER_KEYWORDS
+            if getattr(self, name, None) is not None
         }
         prompts, keys_from_prompts = _requests.split_keyed_prompts(self.prompts)
         items = _requests.request_dicts(self.request, prompts, keywords, provider)
@@ -290,6 +359,9 @@ class BflImageInferenceOperator(BaseOperator):
         """
         names = (
             *_requests.REQUEST_KEYWORDS,
+            *_requests.MODEL_KEYWORDS,
+            *_requests.PROVIDER_KEYWORDS,
+            "reference_images",
             "prompts",
             "request",
             "keys",
@@ -305,7 +377,7 @@ class BflImageInferenceOperator(BaseOperator):
     # -- the task ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        batch = self._build()
+        batch = self._build(check_references=True)
         self._check_destination()
         identity = self._identity(context)
         plan = _submission.assign(
@@ -346,7 +418,7 @@ class BflImageInferenceOperator(BaseOperator):
             identity,
             outgoing=partial(self._outgoing, context),
             remember=partial(self._remember, context, identity),
-            price_per_image=self.price_per_image,
+            price_per_image=self._image_price(plan),
             log=self.log,
             only=only,
         )
@@ -457,7 +529,12 @@ class BflImageInferenceOperator(BaseOperator):
                 else "never uploaded its image"
             )
             plan, new_uuid = _submission.replacement(
-                plan, task_uuid, identity, reason=reason, price_per_image=self.price_per_image, log=self.log
+                plan,
+                task_uuid,
+                identity,
+                reason=reason,
+                price_per_image=self._image_price(plan),
+                log=self.log,
             )
             fresh.append(new_uuid)
         kept = [record for record in landed if record["taskUUID"] not in unusable]
@@ -512,7 +589,7 @@ class BflImageInferenceOperator(BaseOperator):
             dag_id=ti.dag_id,
             task_id=ti.task_id,
             run_id=ti.run_id,
-            map_index=ti.map_index,
+            map_index=-1 if ti.map_index is None else ti.map_index,
             regenerate=regenerate,
         )
 
@@ -568,7 +645,7 @@ class BflImageInferenceOperator(BaseOperator):
         Added only here, after the taskUUID is fixed: a presigned URL differs on every try and
         must not feed into the derived taskUUID.
         """
-        request = entry.request()
+        request = self._inlined(entry.request())
         if not self.upload_to:
             return request
         from airflow_provider_bfl.operators import _landing
@@ -582,6 +659,40 @@ class BflImageInferenceOperator(BaseOperator):
         bucket, _, key = str(target.path).partition("/")
         url = presigned_put_url(bucket, key, aws_conn_id=self.upload_conn_id)
         return type(request).model_validate({**request.to_wire(), "uploadEndpoint": url})
+
+    def _inlined(self, request: ImageInferenceRequest) -> ImageInferenceRequest:
+        """The request with file and object-storage references as data URIs: the bytes exist only in the HTTP body."""
+        inputs = request.to_wire().get("inputs") or {}
+        located = inputs.get("referenceImages") or []
+        from airflow_provider_bfl.storage import references
+
+        if not any(
+            isinstance(locator, str) and "://" in locator and not references.is_http(locator)
+            for locator in located
+        ):
+            return request
+        sent = [
+            references.wire_value(locator, conn_id=self.reference_conn_id)
+            if "://" in locator and not references.is_http(locator)
+            else locator
+            for locator in located
+        ]
+        return type(request).model_validate(
+            {**request.to_wire(), "inputs": {**inputs, "referenceImages": sent}}
+        )
+
+    def _image_price(self, plan: GenerationPlan) -> float:
+        """Per image, for log lines about replacements: ``price_per_image``, else the dearest model's estimate."""
+        if self.price_per_image is not None:
+            return float(self.price_per_image)
+        from airflow_provider_bfl.models import registry
+
+        prices = [
+            spec.price(entry.width, entry.height, ())
+            for entry in plan.values()
+            if (spec := registry.models().get(entry.model)) is not None
+        ]
+        return max(prices, default=PRICE_PER_IMAGE_USD)
 
     def _lander(self, context: Context, destination: str, conn_id: str | None) -> ImageLander:
         from airflow_provider_bfl.storage.landing import ImageLander
@@ -700,6 +811,8 @@ def _with_plan(entry: Mapping[str, Any], plan: GenerationPlan) -> dict[str, Any]
     if planned is None:
         return dict(entry)
     extra: dict[str, Any] = {"prompt": planned.prompt}
+    if planned.references:
+        extra["references"] = list(planned.references)
     if planned.key is not None:
         extra["key"] = planned.key
     if planned.reused:
