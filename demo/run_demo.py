@@ -30,6 +30,12 @@ def _prepare_airflow_home() -> Path:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAG_FILE.parent)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    # A fresh home has no Fernet key: Airflow would warn that connections and variables are stored
+    # unencrypted. The throw-away home gets a key of its own.
+    if not os.environ.get("AIRFLOW__CORE__FERNET_KEY"):
+        from cryptography.fernet import Fernet
+
+        os.environ["AIRFLOW__CORE__FERNET_KEY"] = Fernet.generate_key().decode()
     return home
 
 
@@ -64,38 +70,53 @@ def _api_connection() -> Iterator[str]:
         yield f"the bundled emulator at {emulator.base_url} (OFFLINE: the images are SYNTHETIC)"
 
 
-def _print_table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> None:
+#: The table fits a terminal this wide; the prompt column gives way (the full prompts are in XCom).
+TABLE_WIDTH = 120
+HEADERS = ("#", "SKU", "prompt", "size", "seed", "cost $", "QA", "status")
+
+
+def _print_table(rows: list[tuple[str, ...]], headers: tuple[str, ...], shrink: str, width: int) -> None:
+    """Columns two spaces apart; the ``shrink`` column is cut (with "...") so a line fits ``width``."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    column = headers.index(shrink)
+    others = sum(widths) - widths[column] + 2 * (len(headers) - 1)
+    widths[column] = max(len(shrink), min(widths[column], width - others))
+
+    def cut(text: str, size: int) -> str:
+        return text if len(text) <= size else text[: size - 3].rstrip() + "..."
+
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
     print(line)
     print("-" * len(line))
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        print("  ".join(cut(cell, w).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _rows(
-    verdicts: list[dict[str, Any]], prompts: dict[str, str], published: set[str]
-) -> list[tuple[str, ...]]:
+def _rows(verdicts: list[dict[str, Any]], published: set[str]) -> list[tuple[str, ...]]:
+    """One row per image, from its own record: the SKU (``key``) and prompt travel with it."""
     rows = []
-    for verdict in verdicts:
+    for number, verdict in enumerate(verdicts, start=1):
         qa = verdict["qa"]
         status = "published" if verdict["imageUUID"] in published else qa["action"]
         rows.append(
             (
-                prompts.get(verdict["taskUUID"], "lifestyle variant")[:40],
+                str(number),
+                str(verdict.get("key") or "-"),
+                " ".join(str(verdict.get("prompt") or "-").split()),
                 f"{verdict['width']}x{verdict['height']}",
                 str(verdict.get("seed")),
                 f"{verdict['cost']:.2f}" if verdict.get("cost") is not None else "-",
                 "pass" if qa["passed"] else ", ".join(r.split(":")[0] for r in qa["reasons"]),
                 status,
-                os.path.relpath(
-                    str(
-                        verdict.get("publishedURI") or verdict.get("quarantinedURI") or verdict["storedURI"]
-                    ).removeprefix("file://")
-                ),
             )
         )
     return rows
+
+
+def _folder(uris: list[str]) -> str:
+    """The folder holding all of ``uris`` (file:// stripped)."""
+    paths = [uri.removeprefix("file://") for uri in uris]
+    return os.path.commonpath([os.path.dirname(path) for path in paths]) if paths else "-"
 
 
 def main() -> int:
@@ -109,7 +130,7 @@ def main() -> int:
 
     initdb()
     with _api_connection() as where:
-        print(f"\n>>> Generating with {where}\n")
+        print(f"\n>>> Generating with {where}")
         from airflow_provider_bfl.testing.dag_runs import load_dag_file, task_states, xcom
 
         dag = load_dag_file(DAG_FILE, DAG_ID)
@@ -122,24 +143,19 @@ def main() -> int:
         verdicts = xcom(run, "qa")
         published_records = xcom(run, "publish") or []
         published = {record["imageUUID"] for record in published_records}
-        for verdict in verdicts:
-            match = next((p for p in published_records if p["imageUUID"] == verdict["imageUUID"]), None)
-            if match:
-                verdict["publishedURI"] = match["publishedURI"]
-        requests = xcom(run, "load_prompts")
-        order = list(xcom(run, "generate_hero_images", key="task_uuids") or {})
-        prompts = {uuid: requests[i]["positivePrompt"] for i, uuid in enumerate(order)}
-        print()
-        _print_table(
-            _rows(verdicts, prompts, published), ("prompt", "size", "seed", "cost $", "QA", "status", "file")
-        )
-        total = sum(float(v["cost"]) for v in verdicts if v.get("cost") is not None)
-        sheet = xcom(run, "qa", key="contact_sheet")
-        print(f"\n>>> {len(verdicts)} images, {len(published)} published, total cost {total:.2f} USD")
-        print(f">>> images under {output_dir}")
-        print(f">>> contact sheet: {str(sheet).removeprefix('file://')}")
         if "SYNTHETIC" in where:
-            print(">>> These images are synthetic: set RUNWARE_API_KEY to generate real ones.")
+            print("\n>>> These images are synthetic: set RUNWARE_API_KEY to generate real ones.")
+        print()
+        _print_table(_rows(verdicts, published), HEADERS, shrink="prompt", width=TABLE_WIDTH)
+        total = sum(float(v["cost"]) for v in verdicts if v.get("cost") is not None)
+        sheet = str(xcom(run, "qa", key="contact_sheet")).removeprefix("file://")
+        quarantined = [v["quarantinedURI"] for v in verdicts if v.get("quarantinedURI")]
+        print(f"\n>>> {len(verdicts)} images, {len(published)} published, total cost {total:.2f} USD")
+        print(f">>> output folder: {output_dir}")
+        print(f">>>   published:   {_folder([r['publishedURI'] for r in published_records])}")
+        if quarantined:
+            print(f">>>   quarantined: {_folder(quarantined)}")
+        print(f">>>   contact sheet: {sheet}")
     return 0
 
 

@@ -3,7 +3,8 @@
 
 A scheduled content pipeline next to the ETL that feeds the product catalogue:
 
-1. **load_prompts** reads tonight's product prompts (a file in the repo here; a table in real life).
+1. **load_prompts** reads tonight's product prompts and SKUs (a file in the repo here; a table in
+   real life); each image's record carries its SKU (`keys=`) into QA, review and the gallery.
 2. **generate_hero_images** submits them as one batch (safety check on, budget guard on), defers
    to the triggerer while FLUX.1.1 [pro] works, then lands every image in `params.destination`
    (streamed, verified, sha256 recorded) and emits the `catalogue_hero_images` asset.
@@ -44,6 +45,12 @@ from airflow_provider_bfl.sensors.bfl import BflImageInferenceSensor
 
 PROMPTS_FILE = Path(__file__).parent / "data" / "catalogue_prompts.json"
 VARIANT = {"width": 1216, "height": 832, "outputFormat": "JPG"}
+VARIANT_PROMPT = (
+    "Lifestyle photo of a brushed brass desk lamp on a tidy oak desk in a sunlit home office, "
+    "editorial, natural light"
+)
+#: The variants are of the desk lamp (LMP-0142 in the prompts file).
+VARIANT_KEY = "LMP-0142 lifestyle"
 
 #: Where images land unless the run says otherwise (``params.destination``): an Airflow Variable,
 #: so a scheduled run never writes to a guessed folder. Unset, the run fails at render time, before
@@ -71,21 +78,24 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task
-    def load_prompts() -> list[dict[str, Any]]:
-        """One wire-form request per product, with the safety check on."""
+    @task(multiple_outputs=True)
+    def load_prompts() -> dict[str, list[Any]]:
+        """One wire-form request per product (safety check on), and the products' SKUs in that order."""
         products = json.loads(PROMPTS_FILE.read_text())
-        return [
+        requests = [
             {
                 **{k: v for k, v in product.items() if k != "sku"},
                 "safety": {"checkContent": True, "mode": "fast"},
             }
             for product in products
         ]
+        return {"requests": requests, "skus": [product["sku"] for product in products]}
 
+    catalogue = load_prompts()
     hero_images = BflImageInferenceOperator(
         task_id="generate_hero_images",
-        request=load_prompts(),
+        request=catalogue["requests"],
+        keys=catalogue["skus"],  # each image's record carries its SKU into QA, review and the gallery
         deferrable=True,
         generation_timeout=1800,
         destination=DESTINATION,
@@ -95,10 +105,7 @@ with DAG(
 
     variants = BflImageInferenceOperator(
         task_id="submit_variants",
-        positive_prompt=(
-            "Lifestyle photo of a brushed brass desk lamp on a tidy oak desk in a sunlit home office, "
-            "editorial, natural light"
-        ),
+        positive_prompt=VARIANT_PROMPT,
         width=VARIANT["width"],
         height=VARIANT["height"],
         number_results=2,
@@ -115,7 +122,11 @@ with DAG(
 
     @task
     def land_variants(results: list[dict[str, Any]], destination: str) -> list[dict[str, Any]]:
-        """Store the sensor's images beside the heroes (the operator lands its own; a sensor does not)."""
+        """
+        Store the sensor's images beside the heroes (the operator lands its own; a sensor does not).
+
+        A sensor's results know nothing of the request, so the records get the prompt and key here.
+        """
         from airflow_provider_bfl.storage.landing import ImageLander
 
         context = get_current_context()
@@ -123,7 +134,7 @@ with DAG(
             records, failures = lander.land_urls(results, {r["taskUUID"]: VARIANT for r in results})
         if failures:
             raise failures[0][1]
-        return records
+        return [{**record, "prompt": VARIANT_PROMPT, "key": VARIANT_KEY} for record in records]
 
     qa = BflImageQAOperator(
         task_id="qa",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,11 @@ def test_catalogue_pipeline_runs_end_to_end(
     assert actions == ["kept"] * 6 + ["quarantined"] * 2
     failed = {tuple(r.split(":")[0] for r in v["qa"]["reasons"]) for v in verdicts if not v["qa"]["passed"]}
     assert failed == {("not_blank",), ("nsfw",)}
+    # every record names its product: the heroes their SKU (keys=), the sensor's variants theirs
+    products = json.loads((EXAMPLES / "data" / "catalogue_prompts.json").read_text())
+    assert [v["key"] for v in verdicts] == [p["sku"] for p in products] + ["LMP-0142 lifestyle"] * 2
+    assert [v["prompt"] for v in verdicts[:6]] == [p["positivePrompt"] for p in products]
+    assert all(v["prompt"].startswith("Lifestyle photo of a brushed brass desk lamp") for v in verdicts[6:])
     published = xcom(run, "publish")
     assert len(published) == 6
     for record in published:
