@@ -8,7 +8,7 @@ re-validates the operator's arguments, and nothing matches results to requests b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +26,9 @@ class PlannedGeneration:
     #: 1-based place of the request in the operator's batch (to find its prompt in the DAG).
     position: int
     model: str
-    width: int
-    height: int
+    #: The dimensions the model's images will have (its registry spec); None: the server chooses.
+    width: int | None
+    height: int | None
     output_format: str
     output_type: str
     number_results: int
@@ -42,17 +43,27 @@ class PlannedGeneration:
     generation: int = 0
     #: Re-attached to a caller-given taskUUID an earlier run paid for: its cost is not this run's.
     reused: bool = False
+    #: The reference images (locators: URIs/URLs, never bytes) the request uses, in order.
+    references: Sequence[str] = ()
 
     @classmethod
     def of(
         cls, request: ImageInferenceRequest, *, position: int, key: str | None = None, explicit: bool = False
     ) -> PlannedGeneration:
+        from airflow_provider_bfl.models import registry
+
+        spec = registry.spec_of(request)
+        width: int | None = request.width
+        height: int | None = request.height
+        size = (width, height) if spec is None else spec.result_size(width, height)
+        inputs = getattr(request, "inputs", None)
+        references = getattr(inputs, "reference_images", None) or ()
         return cls(
             task_uuid=request.task_uuid,
             position=position,
             model=request.model,
-            width=request.width,
-            height=request.height,
+            width=None if size is None else size[0],
+            height=None if size is None else size[1],
             output_format=request.output_format,
             output_type=request.output_type,
             number_results=request.number_results,
@@ -60,6 +71,7 @@ class PlannedGeneration:
             wire=request.to_wire(),
             key=key,
             explicit=explicit,
+            references=tuple(references),
         )
 
     def replaced_by(self, task_uuid: str) -> PlannedGeneration:
@@ -74,9 +86,10 @@ class PlannedGeneration:
 
     def request(self) -> ImageInferenceRequest:
         """The request to submit for this generation (validated again: the same rules, no I/O)."""
-        from airflow_provider_bfl.models.request import ImageInferenceRequest
+        from airflow_provider_bfl.models import registry
 
-        return ImageInferenceRequest.model_validate(dict(self.wire))
+        # Validated with the operator's model setting when planned; an unknown model stays allowed.
+        return registry.validate_request(dict(self.wire), allow_unknown_model=True)
 
     @property
     def label(self) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
+from airflow_provider_bfl.models import registry
 from airflow_provider_bfl.models.request import ImageInferenceRequest
 
 #: Operator keywords that are request fields under the same Python name.
@@ -28,6 +29,14 @@ REQUEST_KEYWORDS = (
     "delivery_method",
     "task_uuid",
 )
+#: Request fields only some models have (e.g. ``steps``, ``cfg_scale``), read from the model registry.
+MODEL_KEYWORDS = tuple(
+    name
+    for name in registry.keyword_fields()
+    if name not in (*REQUEST_KEYWORDS, "task_type", "positive_prompt", "provider_settings", "inputs")
+)
+#: ``providerSettings.bfl`` fields as operator keywords (``prompt_upsampling``, ``safety_tolerance``, ``raw``...).
+PROVIDER_KEYWORDS = tuple(registry.provider_keywords())
 
 
 def request_dicts(
@@ -95,14 +104,16 @@ def has_task_uuid(item: Mapping[str, Any]) -> bool:
     return item.get("taskUUID") is not None or item.get("task_uuid") is not None
 
 
-def validated(items: Sequence[Mapping[str, Any]], task_label: str) -> list[ImageInferenceRequest]:
-    """Validate every request; one error naming the Airflow task and each offending request."""
+def validated(
+    items: Sequence[Mapping[str, Any]], task_label: str, *, allow_unknown_model: bool = False
+) -> list[ImageInferenceRequest]:
+    """Validate every request by its model's rules; one error naming the Airflow task and each offending request."""
     requests: list[ImageInferenceRequest] = []
     problems: list[str] = []
     parameters: list[str] = []
     for index, item in enumerate(items):
         try:
-            requests.append(ImageInferenceRequest.model_validate(dict(item)))
+            requests.append(registry.validate_request(dict(item), allow_unknown_model=allow_unknown_model))
         except BflInvalidRequestError as exc:
             where = f"request {index + 1} of {len(items)}" if len(items) > 1 else "the request"
             problems.append(f"{where}: {'; '.join(exc.violations) or exc.message}")
@@ -117,28 +128,58 @@ def validated(items: Sequence[Mapping[str, Any]], task_label: str) -> list[Image
     return requests
 
 
+def estimate_cost(
+    request: ImageInferenceRequest,
+    price_per_image: float | None,
+    references: Sequence[tuple[int, int]] = (),
+) -> float | None:
+    """USD the request is expected to cost: ``price_per_image`` if given, else its model's price rule."""
+    if price_per_image is not None:
+        return price_per_image * request.number_results
+    spec = registry.spec_of(request)
+    return None if spec is None else spec.estimate(request, references)
+
+
 def check_budget(
     requests: Sequence[ImageInferenceRequest],
     *,
     max_images: int | None,
     max_cost: float | None,
-    price_per_image: float,
+    price_per_image: float | None,
     task_label: str,
+    references: Sequence[tuple[int, int]] = (),
 ) -> None:
-    """Refuse a batch over its guard before anything is sent (the API bills per image)."""
+    """Refuse a batch over its guard before anything is sent (prices per model, from the registry)."""
     from airflow_provider_bfl.exceptions import BflBudgetExceededError
 
     images = sum(request.number_results for request in requests)
-    estimate = images * price_per_image
     if max_images is not None and images > max_images:
         raise BflBudgetExceededError(
             f"Task {task_label}: nothing was submitted: the batch asks for {images} images "
             f"({len(requests)} requests), over max_images={max_images}"
         )
-    if max_cost is not None and estimate > max_cost:
+    if max_cost is None:
+        return
+    costs = [estimate_cost(request, price_per_image, references) for request in requests]
+    if any(cost is None for cost in costs):
+        raise BflInvalidRequestError(
+            f"Task {task_label}: max_cost needs a price for model(s) the provider does not know: "
+            "set price_per_image",
+            parameter="price_per_image",
+        )
+    estimate = sum(cost for cost in costs if cost is not None)
+    unit_prices = {
+        round((cost or 0.0) / r.number_results, 6) for cost, r in zip(costs, requests, strict=True)
+    }
+    if estimate > max_cost:
+        priced = (
+            f"{images} images at {unit_prices.pop()} USD each"
+            if len(unit_prices) == 1
+            else f"{images} images (priced per model)"
+        )
         raise BflBudgetExceededError(
-            f"Task {task_label}: nothing was submitted: {images} images at {price_per_image} USD each "
-            f"would cost {estimate:.2f} USD, over max_cost={max_cost}"
+            f"Task {task_label}: nothing was submitted: {priced} would cost {estimate:.2f} USD, "
+            f"over max_cost={max_cost}"
         )
 
 

@@ -165,7 +165,15 @@ def test_enum_errors_list_allowed_values(api: Any, make_task: Any) -> None:
     assert error["allowedValues"] == ["JPG", "PNG", "WEBP"]
     assert error["type"] == "string"
     model_error = api.post([make_task(model="runware:100@1")]).json()["errors"][0]
-    assert model_error["allowedValues"] == ["bfl:2@1"]
+    assert model_error["allowedValues"] == [
+        "bfl:2@1",
+        "bfl:2@2",
+        "bfl:3@1",
+        "bfl:4@1",
+        "bfl:5@1",
+        "bfl:6@1",
+        "bfl:7@1",
+    ]
 
 
 def test_integer_errors_name_their_type(api: Any, make_task: Any) -> None:
