@@ -72,6 +72,14 @@ def merge(statuses: Mapping[str, TaskStatus], envelope: Envelope) -> set[str]:
         status = statuses[task_uuid]
         if status.state is TaskState.ERROR:
             continue
+        if item.get("status") == "success" and len(status.results) >= status.expected_images:
+            seen = known.get(task_uuid)
+            if seen is None:
+                seen = known[task_uuid] = {result.image_uuid for result in status.results}
+            image_uuid = item.get("imageUUID")
+            if not (isinstance(image_uuid, str) and image_uuid in seen):
+                ignored[task_uuid] = ignored.get(task_uuid, 0) + 1
+            continue  # the task has all its images: nothing more to read in this item
         word = server_text(
             item.get("status") or ("success" if _IMAGE_FIELDS & item.keys() else "processing"), limit=40
         ).lower()

@@ -16,7 +16,6 @@ at a time), :func:`huge` (a body streamed in chunks, never held in memory), :fun
 
 from __future__ import annotations
 
-import gzip
 import http.server
 import json
 import threading
@@ -107,10 +106,6 @@ def gzip_bomb(inflated: int) -> Answer:
 
     answer.compressed_size = len(body)  # type: ignore[attr-defined]
     return answer
-
-
-def gzipped(body: bytes) -> bytes:
-    return gzip.compress(body)
 
 
 def nested(depth: int) -> bytes:
