@@ -17,6 +17,7 @@ feed ``review.output["approved"]`` to the publishing step.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,10 @@ from airflow_provider_bfl.review.body import ReviewItem, markdown_body, review_i
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: ``response_timeout`` arrived in the standard provider 1.13; before it the HITL wait was timed by
+#: ``execution_timeout`` (1.6 to 1.12, what Airflow 3.1 and 3.2 shipped with), which is then used.
+HITL_TAKES_RESPONSE_TIMEOUT = "response_timeout" in inspect.signature(HITLOperator.__init__).parameters
 
 PUBLISH = "Publish"
 REJECT = "Reject the batch"
@@ -92,6 +97,10 @@ class BflImageReviewOperator(HITLOperator):
             if fixed in kwargs:
                 raise ValueError(f"BflImageReviewOperator sets {fixed!r} itself; do not pass it")
         kwargs.pop("params", None)  # the DAG's params (Airflow passes them in); the form is ours
+        if HITL_TAKES_RESPONSE_TIMEOUT:
+            kwargs["response_timeout"] = response_timeout
+        elif response_timeout is not None:
+            kwargs["execution_timeout"] = response_timeout
         super().__init__(
             subject=subject,
             body=None,
@@ -99,9 +108,9 @@ class BflImageReviewOperator(HITLOperator):
             defaults=[REJECT],  # a timeout publishes nothing
             multiple=False,
             params={LEAVE_OUT: _leave_out_param()},
-            response_timeout=response_timeout,
             **kwargs,
         )
+        self.response_timeout = response_timeout
         self.images = images
         self.intro = intro
         producer = getattr(images, "operator", None)
@@ -144,7 +153,8 @@ class BflImageReviewOperator(HITLOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        if event.get("error_type") == "timeout":
+        # error_type: standard provider 1.9+; timedout (the defaults chosen for the reviewer): older
+        if event.get("error_type") == "timeout" or event.get("timedout"):
             raise BflReviewRejectedError(
                 f"Task {self.task_id!r}: nobody answered within {self.response_timeout}; the batch is "
                 "rejected (nothing published)"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from airflow_provider_bfl.review.body import markdown_body, review_items
 
@@ -39,3 +42,51 @@ def test_body_shows_thumbnails_links_the_gallery_and_escapes_markdown() -> None:
     assert "(/bfl-gallery/ti/d/r%3A1/qa/-1)" in body
     assert "| ... | 2 more in the gallery |" in body
     assert "Product 1 \\| on a \\*table\\*" in body  # a prompt cannot break the table or add markup
+
+
+def test_response_timeout_is_passed_where_the_installed_standard_provider_takes_it() -> None:
+    from airflow.providers.standard import __version__ as standard_version
+    from packaging.version import Version
+
+    from airflow_provider_bfl.review import operator
+
+    assert Version(standard_version) >= Version("1.13")  # the dev install: the current interface
+    assert operator.HITL_TAKES_RESPONSE_TIMEOUT
+    review = operator.BflImageReviewOperator(task_id="r", images=[], response_timeout=timedelta(hours=12))
+    assert review.response_timeout == timedelta(hours=12) and review.execution_timeout is None
+
+
+# The installed (1.13+) class is the one spied on: it warns that execution_timeout is deprecated there.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_before_standard_provider_1_13_the_wait_is_timed_by_execution_timeout(mocker: Any) -> None:
+    """Standard provider 1.6-1.12 (what Airflow 3.1/3.2 shipped) take no response_timeout."""
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from airflow_provider_bfl.review import operator
+
+    mocker.patch.object(operator, "HITL_TAKES_RESPONSE_TIMEOUT", False)
+    init = mocker.spy(HITLOperator, "__init__")
+    review = operator.BflImageReviewOperator(task_id="r", images=[], response_timeout=timedelta(hours=12))
+    passed = init.call_args.kwargs
+    assert "response_timeout" not in passed  # those versions' BaseOperator would refuse it
+    assert passed["execution_timeout"] == timedelta(hours=12)
+    assert review.response_timeout == timedelta(hours=12)  # for the timeout message
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"error": "timed out", "error_type": "timeout"},  # standard provider 1.9+
+        # the defaults chosen for nobody (every version; the only form before 1.9)
+        {"chosen_options": ["Reject the batch"], "params_input": {"leave_out": []}, "timedout": True},
+    ],
+    ids=["error-event", "defaults-event"],
+)
+def test_a_timeout_fails_as_a_timeout_not_as_a_reviewer_rejection(event: dict[str, Any]) -> None:
+    from airflow_provider_bfl.review.operator import BflImageReviewOperator, BflReviewRejectedError
+
+    review = BflImageReviewOperator(task_id="r", images=[_verdict(1)], response_timeout=timedelta(hours=2))
+    with pytest.raises(
+        BflReviewRejectedError, match=r"nobody answered within 2:00:00; the batch is rejected"
+    ):
+        review.execute_complete({}, event)  # type: ignore[arg-type]
