@@ -147,3 +147,56 @@ def test_image_knobs_restore_on_reset(http: httpx.Client) -> None:
         assert (emu.image_corruption, emu.image_extra_bytes) == ("truncated", 10)
         config = http.get(f"{emu.control_url}/config").json()["config"]
         assert (config["image_corruption"], config["image_extra_bytes"]) == ("truncated", 10)
+
+
+# -- hostile sizes and contents (for the client's bounds) ------------------------------------------------------
+
+
+def test_nested_json_and_huge_body_are_served_as_asked(api: Any, emu: RunwareEmulator) -> None:
+    emu.inject("nested_json", depth=5)
+    assert api.poll(str(uuid.uuid4())).content == b'{"data": [[[[[]]]]]}'
+    emu.inject("huge_body", size=5_000)
+    answer = api.poll(str(uuid.uuid4()))
+    assert len(answer.content) == 5_000 and answer.content.startswith(b'{"data": [], "pad": "')
+
+
+def test_gzip_bomb_is_small_on_the_wire_and_inflates_to_its_size(api: Any, emu: RunwareEmulator) -> None:
+    import zlib
+
+    emu.inject("gzip_bomb", size=64 * 1024 * 1024)
+    with api.http.stream(
+        "POST", emu.base_url, json=[], headers={"Authorization": f"Bearer {emu.api_key}"}
+    ) as r:
+        wire = b"".join(r.iter_raw())
+    assert r.headers["content-encoding"] == "gzip" and len(wire) < 200_000
+    assert len(zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(wire)) >= 64 * 1024 * 1024
+
+
+def test_missing_image_uuid_and_insane_cost_tamper_results(
+    api: Any, emu: RunwareEmulator, make_task: Any
+) -> None:
+    emu.inject("missing_image_uuid")
+    [item] = api.post([make_task(includeCost=True)]).json()["data"]
+    assert "imageUUID" not in item and "imageURL" in item
+    emu.inject("insane_cost")
+    assert b'"cost":NaN' in api.post([make_task(includeCost=True)]).content
+
+
+def test_slow_drip_sends_the_answer_one_byte_at_a_time(
+    api: Any, emu: RunwareEmulator, make_task: Any
+) -> None:
+    emu.inject("slow_drip", interval=0.01)
+    with api.http.stream(
+        "POST", emu.base_url, json=[make_task()], headers={"Authorization": f"Bearer {emu.api_key}"}
+    ) as r:
+        chunks = list(r.iter_raw())
+    assert len(chunks) > 50 and max(len(chunk) for chunk in chunks) <= 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [({"depth": 0}, "depth and size"), ({"size": -1}, "depth and size"), ({"interval": -1}, "interval")],
+)
+def test_hostile_size_fields_are_validated(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        Fault(kind="huge_body", **fields)
