@@ -241,7 +241,7 @@ class TaskProcessor:
         if error is not None:
             return _Slot(error=error)
         record = self._store.get(task_uuid)
-        if record is None:
+        if record is None or self._store.forgotten(task_uuid):
             if self._config.unknown_task_mode == "empty":
                 return _Slot()
             return _Slot(result_error=_not_found(task_uuid, "taskNotFound", TASK_TYPE))

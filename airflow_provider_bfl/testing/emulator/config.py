@@ -68,6 +68,8 @@ class EmulatorConfig:
     ``garbage`` (non-image bytes under the image's Content-Type) or ``truncated`` (its first half)."""
     image_extra_bytes: int = 0
     """Zero bytes appended to every served image (declared in Content-Length): oversized bodies."""
+    lose_uploads: int = 0
+    """How many of the next upload PUTs are silently never sent (an upload that never arrives)."""
 
     def update(self, **changes: Any) -> None:
         """Validate every change first, then apply them all (all-or-nothing)."""
@@ -90,9 +92,9 @@ def _check(name: str, value: Any) -> Any:
         if value not in _CHOICES[name]:
             raise ValueError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
         return value
-    if name == "image_extra_bytes":
+    if name in ("image_extra_bytes", "lose_uploads"):
         if not _is_int(value) or value < 0:
-            raise ValueError(f"image_extra_bytes must be a non-negative integer, got {value!r}")
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         return value
     if name == "max_tasks_per_request":
         if value is not None and (not _is_int(value) or value < 1):

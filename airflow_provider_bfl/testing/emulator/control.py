@@ -18,7 +18,8 @@ ENDPOINTS = {
     ("GET", "health"): "liveness, base URL and API key",
     ("GET", "counters"): "counter snapshot",
     ("GET", "config"): "current settings",
-    ("POST", "config"): "change settings (any EmulatorConfig field, plus blank_next_images)",
+    ("POST", "config"): "change settings (any EmulatorConfig field, plus blank_next_images, "
+    "lapse_issued_urls: true, forget_tasks: [uuid, ...] or 'all')",
     ("GET", "faults"): "pending faults",
     ("POST", "faults"): "inject one fault object or a list of them",
     ("DELETE", "faults"): "drop pending faults",
@@ -50,6 +51,11 @@ def _dispatch(emulator: RunwareEmulator, method: str, route: str, payload: Any) 
         if method == "POST":
             changes = dict(_mapping(payload))
             blank = changes.pop("blank_next_images", None)
+            if changes.pop("lapse_issued_urls", False):
+                emulator.lapse_issued_urls()
+            forget = changes.pop("forget_tasks", None)
+            if forget is not None:
+                emulator.forget_tasks(None if forget == "all" else list(forget))
             emulator.configure(**changes)
             if blank is not None:
                 if not isinstance(blank, int) or isinstance(blank, bool) or blank < 0:

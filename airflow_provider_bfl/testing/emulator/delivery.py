@@ -36,6 +36,10 @@ class Deliverer:
 
     def upload(self, url: str, body: Callable[[], bytes], content_type: str) -> None:
         """PUT raw bytes (rendered on the pool thread); counted in ``uploads`` / ``upload_failures``."""
+        with self._lock:
+            if self._config.lose_uploads > 0:  # lost on the way: counted nowhere, as a real loss would be
+                self._config.lose_uploads -= 1
+                return
         self._submit("PUT", url, body, content_type, self._counters.record_upload)
 
     def shutdown(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Generic, TypeVar, overload
 
@@ -250,10 +251,10 @@ class RunwareEmulator:
         only_task_type: str | None = None,
         task_uuid: str | None = None,
         url_scheme: str = "ftp",
-    ) -> Fault:
         depth: int = 100_000,
         size: int = 300 * 1024 * 1024,
         interval: float = 0.5,
+    ) -> Fault:
         """Make the next ``count`` matching ``POST /v1`` requests fail as ``kind`` (see :class:`Fault`)."""
         if isinstance(process, bool):
             process = "after" if process else "never"
@@ -269,10 +270,10 @@ class RunwareEmulator:
             process=process,
             task_uuid=task_uuid,
             url_scheme=url_scheme,
-        )
             depth=depth,
             size=size,
             interval=interval,
+        )
         self.faults.add(fault)
         return fault
 
@@ -302,6 +303,17 @@ class RunwareEmulator:
         if count < 0:
             raise ValueError("count must be >= 0")
         self.store.blank_next_images(count)
+
+    def lapse_issued_urls(self) -> None:
+        """Every image URL issued so far answers 410, as if its ttl had passed; new tasks are unaffected."""
+        self.store.lapse_issued_urls(time.monotonic())
+
+    def forget_tasks(self, task_uuids: Iterable[str] | None = None) -> None:
+        """
+        getResponse stops knowing these tasks (every task so far for None) while a resubmission of
+        the same taskUUID still answers ``conflictTaskUUID``: a server that lost a task's results.
+        """
+        self.store.forget(None if task_uuids is None else {str(uuid).lower() for uuid in task_uuids})
 
     def reset(self, restore_config: bool = False) -> None:
         """Forget counters, faults, tasks, scripts and images; optionally restore initial settings."""

@@ -347,7 +347,10 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         ):
             self._send(404, b"Not Found", "text/plain", head=head)
             return
-        if now >= record.image_expires_at(index, emulator.config.default_ttl):
+        if (
+            now >= record.image_expires_at(index, emulator.config.default_ttl)
+            or record.accepted_at < emulator.store.urls_lapsed_before
+        ):
             self._send(410, b"Gone: the image URL expired", "text/plain", head=head)
             return
         data = emulator.results.image_bytes(record, index)

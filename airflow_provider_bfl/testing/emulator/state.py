@@ -94,6 +94,10 @@ class TaskStore:
         self._due: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
         self._blank_next = 0
+        #: Image URLs of tasks accepted before this monotonic time answer 410 (see :meth:`lapse_issued_urls`).
+        self.urls_lapsed_before = float("-inf")
+        #: Tasks getResponse no longer knows although a resubmission still conflicts (see :meth:`forget`).
+        self._forgotten: set[str] = set()
 
     def accept(self, request: ImageRequest, now: float, wall: float) -> TaskRecord | ApiError:
         """Register a validated task, or return ``conflictTaskUUID`` if its UUID was already accepted."""
@@ -182,6 +186,20 @@ class TaskStore:
         with self._lock:
             self._blank_next = count
 
+    def lapse_issued_urls(self, now: float) -> None:
+        """Every image URL of the tasks accepted so far expires now (later tasks are unaffected)."""
+        with self._lock:
+            self.urls_lapsed_before = now
+
+    def forget(self, task_uuids: set[str] | None) -> None:
+        """getResponse stops knowing these tasks (all accepted so far for None); conflicts remain."""
+        with self._lock:
+            self._forgotten |= set(self._tasks) if task_uuids is None else task_uuids
+
+    def forgotten(self, task_uuid: str) -> bool:
+        with self._lock:
+            return task_uuid in self._forgotten
+
     def reset(self) -> None:
         with self._lock:
             self._tasks.clear()
@@ -189,6 +207,8 @@ class TaskStore:
             self._scripts.clear()
             self._due.clear()
             self._blank_next = 0
+            self.urls_lapsed_before = float("-inf")
+            self._forgotten.clear()
 
 
 def _contains(prompt_lower: str, marker: str) -> bool:
