@@ -109,7 +109,7 @@ async def test_a_task_shared_by_two_triggers_is_asked_about_once_per_batch(bfl_c
 
 async def test_partial_results_are_kept_per_trigger(bfl_conn: RunwareEmulator) -> None:
     """numberResults=3 arrive one by one while other triggers share the same batches."""
-    bfl_conn.latency = 0.4
+    bfl_conn.latency = 1.5  # images at 0.5, 1.0, 1.5 s: a partial task is seen even on a loaded machine
     (slow,) = submit(PROMPT, number_results=3)
     others = submit(*(f"{PROMPT} {i}" for i in range(5)))
     watched = BflImageInferenceTrigger({slow: 3}, deadline=time.time() + 30)
