@@ -41,6 +41,7 @@ from airflow_provider_bfl.exceptions import (
     BflServerError,
 )
 from airflow_provider_bfl.hooks.bfl import BflHook
+from airflow_provider_bfl.operators._requests import is_templated
 from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
 from airflow_provider_bfl.storage.integrity import MAX_BYTES
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
@@ -161,7 +162,7 @@ OPERATOR_ROWS = [
         prompts=["a fine prompt", 42],
     ),
     row("request_number", ("request must be a request object", "got int"), request=5),
-    row("request_not_json", ("not JSON", "request"), request="width=512"),
+    row("request_not_json", ("neither JSON nor a Python literal", "request"), request="width=512"),
     # -- unknown fields -----------------------------------------------------------------------------
     row(
         "request_unknown_field",
@@ -297,13 +298,13 @@ SENSOR_ROWS = [
     Row(
         "sensor_broken_json",
         {"task_uuids": '["' + A_UUID + '"'},
-        ("task_uuids must be", "neither JSON nor a Python literal"),
+        ("task_uuids: got", "neither JSON nor a Python literal"),
         sensor=True,
     ),
     Row(
         "sensor_zero_images",
         {"task_uuids": {A_UUID: 0}},
-        ("task_uuids must be", f"image count of {A_UUID}", "got 0"),
+        ("task_uuids must be", f"image count (numberResults) of {A_UUID}", "got 0"),
         sensor=True,
     ),
     Row("sensor_number", {"task_uuids": 42}, ("task_uuids must be", "a int is not accepted"), sensor=True),
@@ -316,6 +317,18 @@ SENSOR_ROWS = [
     ),
 ]
 ROWS = [*OPERATOR_ROWS, *SENSOR_ROWS]
+#: Operator rows written literally fail the DAG's import (the parse-time check); the rest reach a run.
+LITERAL_ROWS = [item for item in OPERATOR_ROWS if not is_templated(item.kwargs)]
+RUN_ROWS = [item for item in ROWS if item.sensor or is_templated(item.kwargs)]
+
+
+def parse_error(item: Row) -> Exception | None:
+    """The error constructing the row's operator raises (what a DAG import shows), if any."""
+    try:
+        BflImageInferenceOperator(task_id=item.task_id, deferrable=False, **item.kwargs)
+    except Exception as error:
+        return error
+    return None
 
 
 def _dag_source(rows: list[Row], record_to: Path, **extra_args: Any) -> str:
@@ -358,7 +371,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CatalogueRun
     record_to = tmp_path_factory.mktemp("catalogue") / "failures.jsonl"
     with RunwareEmulator(api_key=API_KEY) as emulator, pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_BFL_DEFAULT", connection_json(emulator))
-        dag = write_dag(DAGS_FOLDER, _dag_source(ROWS, record_to))
+        dag = write_dag(DAGS_FOLDER, _dag_source(RUN_ROWS, record_to))
         run = dag.test()
         lines = [json.loads(line) for line in record_to.read_text().splitlines()]
         yield CatalogueRun(
@@ -369,7 +382,21 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CatalogueRun
         )
 
 
-@pytest.mark.parametrize("item", ROWS, ids=[item.task_id for item in ROWS])
+@pytest.mark.parametrize("item", LITERAL_ROWS, ids=[item.task_id for item in LITERAL_ROWS])
+def test_literal_bad_input_fails_when_the_dag_is_parsed(item: Row) -> None:
+    """Written in the DAG file, not templated: the import fails, naming the task and the parameter."""
+    error = parse_error(item)
+    assert error is not None, f"{item.task_id} was accepted when the DAG was parsed"
+    assert type(error).__name__ == item.error, error
+    message = str(error)
+    assert message.startswith(f"Task {item.task_id!r}: "), message
+    for words in item.says:
+        assert words in message, message
+    for words in item.not_says:
+        assert words not in message, message
+
+
+@pytest.mark.parametrize("item", RUN_ROWS, ids=[item.task_id for item in RUN_ROWS])
 def test_bad_input_fails_with_an_error_naming_the_parameter(catalogue: CatalogueRun, item: Row) -> None:
     assert catalogue.states[item.task_id] == "failed"
     failure = catalogue.failures[item.task_id]
@@ -383,7 +410,7 @@ def test_bad_input_fails_with_an_error_naming_the_parameter(catalogue: Catalogue
 
 
 def test_no_bad_input_reached_the_api(catalogue: CatalogueRun) -> None:
-    assert len(catalogue.failures) == len(ROWS)  # every row ran and failed...
+    assert len(catalogue.failures) == len(RUN_ROWS)  # every row ran and failed...
     assert catalogue.requests == 0, catalogue.received  # ...before sending anything
 
 
@@ -448,9 +475,13 @@ def test_finding_bad_operator_input(
 ) -> None:
     record_to = tmp_path / "failures.jsonl"
     bfl_conn.latency = 0.2
-    run = write_dag(DAGS_FOLDER, _dag_source([item], record_to)).test()
-    assert task_states(run) == {item.task_id: "failed"}
-    [failure] = [json.loads(line) for line in record_to.read_text().splitlines()]
+    error = parse_error(item)
+    if error is not None:  # caught when the DAG is parsed: nothing can have been sent
+        failure = {"type": type(error).__name__, "message": str(error)}
+    else:
+        run = write_dag(DAGS_FOLDER, _dag_source([item], record_to)).test()
+        assert task_states(run) == {item.task_id: "failed"}
+        [failure] = [json.loads(line) for line in record_to.read_text().splitlines()]
     assert failure["type"] == item.error
     assert all(words in failure["message"] for words in item.says), failure["message"]
     assert not any(words in failure["message"] for words in item.not_says), failure["message"]
@@ -756,7 +787,9 @@ def test_nan_cost_is_dropped_not_summed(bfl_conn: RunwareEmulator) -> None:
 
 IMAGE_BODIES = [
     pytest.param(
-        {"image_corruption": "html"}, "the bytes are not an image (they start with b'<html>", id="html_page"
+        {"image_corruption": "html"},
+        "the bytes are not an image (no JPG, PNG, WEBP signature at the start)",
+        id="html_page",
     ),
     pytest.param({"image_corruption": "garbage"}, "the bytes are not an image", id="garbage"),
     pytest.param({"image_corruption": "truncated"}, "the image is damaged", id="truncated"),
