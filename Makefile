@@ -21,8 +21,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck browser-deps
-	$(BIN)/pytest -q
+# pytest's exit code 5 (nothing collected) is not a failure.
+test: lint typecheck deployment-services browser-deps
+	$(BIN)/pytest -q || [ $$? -eq 5 ]
 
 demo: $(STAMP)
 	$(BIN)/python demo/run_demo.py
@@ -41,11 +42,28 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
 
 # Runs the deployment scenarios (a real multi-process Airflow against the emulator) RUNS times each
-# and prints/writes the reliability figures (tests/deployment/RESULTS.md).
+# on each of TOPOLOGIES (the production-shaped scenarios once) and prints/writes the reliability
+# figures (tests/deployment/RESULTS.md).
 RUNS ?= 3
+TOPOLOGIES ?= local,celery
 .PHONY: reliability
-reliability: $(STAMP)
-	$(BIN)/python -m tests.deployment.reliability --runs $(RUNS)
+reliability: $(STAMP) deployment-services
+	$(BIN)/python -m tests.deployment.reliability --runs $(RUNS) --topologies $(TOPOLOGIES)
+
+# PostgreSQL and Redis for the production-shaped deployment tests (Debian packages, installed only
+# when missing; the tests start throw-away servers of their own on loopback, never the system's).
+.PHONY: deployment-services
+deployment-services:
+	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql redis-server; \
+	fi
+
+# The unit, example-DAG and dag.test() suites on the newest patch of Airflow 3.1, 3.2 and 3.3, one
+# virtualenv each under .venv/matrix (writes tests/deployment/MATRIX.md). MATRIX_ARGS="--versions 3.2.2".
+MATRIX_ARGS ?=
+.PHONY: matrix
+matrix: $(STAMP)
+	$(BIN)/python -m tests.deployment.matrix $(MATRIX_ARGS)
 
 # Runs every benchmark (each against a baseline measured in the same run), prints the ratios and
 # writes benchmarks/RESULTS.md. BENCH_ARGS=--quick runs tiny sizes; BENCH_ARGS="--only NAME" one.

@@ -58,7 +58,8 @@ class AirflowApi:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=30.0, trust_env=False)
+        # Generous: on a loaded 2-core machine the API server can stall for tens of seconds.
+        self.http = httpx.Client(base_url=f"{self.base_url}/api/v2", timeout=90.0, trust_env=False)
 
     def close(self) -> None:
         self.http.close()
@@ -156,9 +157,10 @@ class AirflowApi:
             context=lambda: self.describe_run(dag_id, run_id),
         )
 
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[dict[str, Any]]:
+        mapped = f"/{map_index}" if map_index >= 0 else ""
         result: list[dict[str, Any]] = self._get(
-            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/tries"
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}{mapped}/tries"
         )["task_instances"]
         return result
 
@@ -187,46 +189,100 @@ class AirflowApi:
     def state_store(self, dag_id: str, run_id: str, task_id: str) -> Any:
         return self._get(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/state-store")
 
+    def create_pool(self, name: str, slots: int, include_deferred: bool = False) -> None:
+        response = self.http.post(
+            "/pools", json={"name": name, "slots": slots, "include_deferred": include_deferred}
+        )
+        if response.status_code == 409:  # exists (an earlier repetition): set its slots again
+            response = self.http.patch(f"/pools/{_q(name)}", json={"name": name, "slots": slots})
+        _check(response)
+
     # -- XCom and logs --------------------------------------------------------------------------
-    def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+    def xcom_entries(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._get(
-            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries"
+            f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries",
+            map_index=map_index,
         )["xcom_entries"]
         return result
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
         """The deserialized XCom value, or None when the task pushed none under ``key``."""
         response = self.http.get(
             f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/xcomEntries/{_q(key)}",
-            params={"deserialize": "true"},
+            params={"deserialize": "true", "map_index": map_index},
         )
         if response.status_code == 404:
             return None
         _check(response)
         return response.json()["value"]
 
-    def log_events(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[Any]:
+    def log_events(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> list[Any]:
         """The full log of one try as Airflow's structured events (task and, if deferred, trigger)."""
         response = self.http.get(
             f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances/{_q(task_id)}/logs/{try_number}",
-            params={"full_content": "true"},
+            params={"full_content": "true", "map_index": map_index},
             headers={"Accept": "application/json"},
         )
         _check(response)
         content = response.json()["content"]
         return content if isinstance(content, list) else [content]
 
-    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
         """The full log of one try as text, exceptions rendered as ``Type: message`` lines."""
-        return _log_text(self.log_events(dag_id, run_id, task_id, try_number))
+        return _log_text(self.log_events(dag_id, run_id, task_id, try_number, map_index))
 
-    def failure(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> tuple[str, str]:
-        """``(exception type, message)`` the try failed with, as its log records it."""
-        for event in self.log_events(dag_id, run_id, task_id, try_number):
-            if isinstance(event, Mapping) and event.get("error_detail"):
-                detail = event["error_detail"][-1]
-                return str(detail["exc_type"]), str(detail["exc_value"])
-        raise AssertionError(f"no exception in the log of {dag_id}/{run_id}/{task_id} try {try_number}")
+    def wait_for_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, *needles: str, timeout: float = 60.0
+    ) -> str:
+        """
+        The try's log once it holds every one of ``needles``.
+
+        A finished task's log can lag behind its state: the triggerer and the workers write (and, with
+        remote logging, upload) their lines asynchronously, so a line may land after the state changed.
+        """
+        seen = ""
+
+        def complete() -> str | None:
+            nonlocal seen
+            seen = self.log(dag_id, run_id, task_id, try_number)
+            return seen if all(needle in seen for needle in needles) else None
+
+        def missing() -> str:
+            absent = [needle for needle in needles if needle not in seen]
+            return f"missing from the log: {absent}\n{seen[-3000:]}"
+
+        return wait_for(
+            f"the log of {dag_id}/{run_id}/{task_id} try {try_number}",
+            complete,
+            timeout,
+            interval=1.0,
+            context=missing,
+        )
+
+    def failure(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, timeout: float = 60.0
+    ) -> tuple[str, str]:
+        """``(exception type, message)`` the try failed with, once its log records it (see :meth:`wait_for_log`)."""
+
+        def recorded() -> tuple[str, str] | None:
+            for event in self.log_events(dag_id, run_id, task_id, try_number):
+                if isinstance(event, Mapping) and event.get("error_detail"):
+                    detail = event["error_detail"][-1]
+                    return str(detail["exc_type"]), str(detail["exc_value"])
+            return None
+
+        return wait_for(
+            f"an exception in the log of {dag_id}/{run_id}/{task_id} try {try_number}",
+            recorded,
+            timeout,
+            interval=1.0,
+        )
 
     def event_logs(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._get("/eventLogs", limit=1000)["event_logs"]

@@ -7,6 +7,8 @@ They are ordinary user DAGs: the provider's operator and sensor with the ``bfl_d
 
 from __future__ import annotations
 
+import os
+
 HEADER = """\
 import datetime
 
@@ -26,6 +28,24 @@ FAULT_STORM = "bfl_deploy_fault_storm"
 RETRY_BUDGET = "bfl_deploy_retry_budget"
 API_FAILURES = "bfl_deploy_api_failures"
 USER_KILL = "bfl_deploy_user_kill"
+# The production-shaped topology's own scenarios (see test_production.py).
+MANY_TRIGGERS = "bfl_deploy_many_triggers"
+LANDING_CRASH = "bfl_deploy_landing_crash"
+DB_RESTART = "bfl_deploy_db_restart"
+BIG_RUN = "bfl_deploy_big_run"
+
+#: Scenario sizes (``make reliability`` runs the defaults; the environment can shrink them for a try).
+TRIGGER_COUNT = int(os.environ.get("BFL_DEPLOYMENT_TRIGGERS", "500"))
+BIG_RUN_TASKS = int(os.environ.get("BFL_DEPLOYMENT_BIG_RUN_TASKS", "100"))
+#: Each task of the big run: 4 prompts x 5 results = 20 images.
+BIG_RUN_PROMPTS, BIG_RUN_RESULTS = 4, 5
+BIG_RUN_IMAGES = BIG_RUN_TASKS * BIG_RUN_PROMPTS * BIG_RUN_RESULTS
+#: The pool that bounds how many big-run tasks submit (run in a worker slot) at once.
+SUBMISSION_POOL, SUBMISSION_SLOTS = "bfl_submissions", 4
+#: The landing batch: 12 prompts x 5 results, landed one image at a time.
+LANDING_PROMPTS, LANDING_RESULTS = 12, 5
+LANDING_IMAGES = LANDING_PROMPTS * LANDING_RESULTS
+LANDING_BUCKET, LANDING_PREFIX = "bfl-landing", "landed"
 
 #: Prompts of the API-failure batch; the emulator fails prompts carrying these markers.
 FAILURE_BATCH = [
@@ -113,9 +133,53 @@ with DAG(DAG_ID, **ARGS) as dag:
 """,
 }
 
+_PRODUCTION_BODIES = {
+    MANY_TRIGGERS: f"""
+with DAG(DAG_ID, max_active_tasks={TRIGGER_COUNT}, **ARGS) as dag:
+    BflImageInferenceOperator.partial(
+        task_id="generate", width=256, height=256, deferrable=True, bfl_conn_id="bfl_calm",
+    ).expand(positive_prompt=[f"catalogue item {{i}}, white background" for i in range({TRIGGER_COUNT})])
+""",
+    LANDING_CRASH: f"""
+with DAG(DAG_ID, **ARGS) as dag:
+    BflImageInferenceOperator(
+        task_id="land", prompts=[f"a product shot, angle {{i}}" for i in range({LANDING_PROMPTS})],
+        number_results={LANDING_RESULTS}, width=256, height=256, deferrable=False,
+        destination="s3://{LANDING_BUCKET}/{LANDING_PREFIX}",
+        destination_conn_id="bfl_s3", landing_concurrency=1,
+        retries=2, retry_delay=datetime.timedelta(seconds=1),
+    )
+""",
+    DB_RESTART: """
+with DAG(DAG_ID, **ARGS) as dag:
+    for name in ("deferred_a", "deferred_b"):
+        BflImageInferenceOperator(
+            task_id=name, positive_prompt=f"a {name} ceramic bowl", number_results=2,
+            width=256, height=256, deferrable=True,
+            retries=3, retry_delay=datetime.timedelta(seconds=2),
+        )
+    BflImageInferenceOperator(
+        task_id="in_worker", positive_prompt="a pewter jug", width=256, height=256, deferrable=False,
+        retries=3, retry_delay=datetime.timedelta(seconds=2),
+    )
+""",
+    BIG_RUN: f"""
+with DAG(DAG_ID, max_active_tasks=64, **ARGS) as dag:
+    BflImageInferenceOperator.partial(
+        task_id="batch", width=256, height=256, number_results={BIG_RUN_RESULTS}, deferrable=True,
+        bfl_conn_id="bfl_calm", pool="{SUBMISSION_POOL}",
+    ).expand(prompts=[
+        [f"catalogue page {{page}}, item {{item}}" for item in range({BIG_RUN_PROMPTS})]
+        for page in range({BIG_RUN_TASKS})
+    ])
+""",
+}
+
 ALL_DAG_IDS = list(_BODIES)
+PRODUCTION_DAG_IDS = list(_PRODUCTION_BODIES)
 
 
-def dag_files() -> dict[str, str]:
-    """``{file name: source}`` for the DAGs folder."""
-    return {f"{dag_id}.py": f"{HEADER}\nDAG_ID = {dag_id!r}\n{body}" for dag_id, body in _BODIES.items()}
+def dag_files(production: bool = False) -> dict[str, str]:
+    """``{file name: source}`` for the DAGs folder (with the production-shaped scenarios' DAGs too)."""
+    bodies = {**_BODIES, **(_PRODUCTION_BODIES if production else {})}
+    return {f"{dag_id}.py": f"{HEADER}\nDAG_ID = {dag_id!r}\n{body}" for dag_id, body in bodies.items()}

@@ -1,6 +1,9 @@
 """A real Airflow 3 deployment on loopback, started from the installed package, for the deployment tests.
 
-Processes (each its own session, output in ``<root>/process-logs/<name>.log``):
+Two topologies (:data:`TOPOLOGIES`), every process its own session, output in
+``<root>/process-logs/<name>.log``:
+
+``local``: LocalExecutor and SQLite, one AIRFLOW_HOME shared by every process:
 
 - the Runware emulator (``python -m airflow_provider_bfl.testing.emulator``), outside AIRFLOW_HOME
   because it plays the remote API (its own stdout prints the key it accepts);
@@ -9,20 +12,25 @@ Processes (each its own session, output in ``<root>/process-logs/<name>.log``):
 - ``airflow dag-processor``;
 - ``airflow triggerer``.
 
-The metadata DB is SQLite in a temporary AIRFLOW_HOME. Auth is the simple auth manager with
-``simple_auth_manager_all_admins`` (every request is an admin: the test calls the REST API without
-logging in). Log servers are not started (``--skip-serve-logs``): they bind every interface, and the
-API server reads the local log files anyway. Intervals are shortened so a DAG is parsed, scheduled
-and resumed within seconds, and a dead triggerer's triggers are adopted within seconds.
+``celery``: production-shaped. PostgreSQL, Redis (the Celery broker) and an S3-compatible server
+(:mod:`tests.deployment.services`), the emulator, api-server, scheduler with the CeleryExecutor,
+dag-processor, two ``airflow celery worker`` and two triggerers. Workers and triggerers each have an
+AIRFLOW_HOME of their own (their own copy of the DAG files, their own log folder): nothing relies on
+a shared disk. Task and trigger logs go to the S3 server (remote logging), which is where the
+api-server reads finished logs from, and where the landing scenarios write images.
+
+Auth is the simple auth manager with ``simple_auth_manager_all_admins`` (every request is an admin:
+the test calls the REST API without logging in). Log servers are not started (``--skip-serve-logs``):
+they bind every interface, and the API server reads the local log files (``local``) or the remote
+store (``celery``) anyway. Intervals are shortened so a DAG is parsed, scheduled and resumed within
+seconds, and a dead triggerer's triggers are adopted within seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import sqlalchemy
 from cryptography.fernet import Fernet
 
+from tests.deployment import dags, services
 from tests.deployment.airflow_api import AirflowApi, EmulatorControl, wait_for
 from tests.deployment.processes import ProcessRegistry, Service, free_port
 
@@ -55,6 +65,60 @@ DEFAULT_EXTRAS: dict[str, Any] = {
 }
 #: ``bfl_tight``: the same API with a small retry budget, for the budget-exhaustion scenario.
 TIGHT_EXTRAS: dict[str, Any] = {**DEFAULT_EXTRAS, "max_retries": 2, "retry_max_elapsed": 10}
+#: ``bfl_calm``: the polling a large deployment would use (hundreds of triggers at once).
+CALM_EXTRAS: dict[str, Any] = {
+    **DEFAULT_EXTRAS,
+    "poll_interval": 2.0,
+    "poll_max_interval": 5.0,
+    "timeout": 10,
+}
+#: Buckets on the S3 server of the ``celery`` topology: remote task/trigger logs, landed images.
+LOG_BUCKET = "bfl-airflow-logs"
+LANDING_BUCKET = dags.LANDING_BUCKET
+#: Credentials moto accepts (any); set so no AWS SDK goes looking for real ones.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@dataclass
+class Evidence:
+    """What the session produced that the secrets scan must search besides files: runs and trigger rows."""
+
+    runs: list[tuple[str, str]] = field(default_factory=list)
+    db_trigger_rows: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What a deployment is made of."""
+
+    name: str
+    description: str
+    celery_workers: int = 0
+    triggerers: int = 1
+
+    @property
+    def celery(self) -> bool:
+        return self.celery_workers > 0
+
+
+TOPOLOGIES = {
+    "local": Topology(
+        "local",
+        "LocalExecutor, SQLite, one triggerer, one AIRFLOW_HOME shared by every process",
+    ),
+    "celery": Topology(
+        "celery",
+        "CeleryExecutor with 2 workers (each its own AIRFLOW_HOME), PostgreSQL, Redis, 2 triggerers, "
+        "logs and landed images on an S3-compatible server",
+        celery_workers=2,
+        triggerers=2,
+    ),
+}
 
 
 @dataclass
@@ -64,8 +128,11 @@ class Deployment:
     root: Path
     api_key: str
     dag_files: Mapping[str, str]
+    topology: Topology = TOPOLOGIES["local"]
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     startup_seconds: float = 0.0
+    #: What the scenarios on this deployment left behind for the secrets scan.
+    evidence: Evidence = field(default_factory=Evidence)
 
     def __post_init__(self) -> None:
         self.home = self.root / "airflow-home"
@@ -74,9 +141,49 @@ class Deployment:
         self.api_port = free_port()
         self.emulator_port = free_port()
         self.fernet_key = Fernet.generate_key().decode()
-        self.registry = ProcessRegistry(self.run_id, self._environment(), self.root.resolve())
+        self.postgres: services.PostgresServer | None = None
+        self.redis_port = 0
+        self.s3_port = 0
+        self.registry = ProcessRegistry(self.run_id, {}, self.root.resolve())
+        if self.topology.celery:
+            self.postgres = services.PostgresServer(self.registry, self.root / "postgres.log")
+            self.redis_port = free_port()
+            self.s3_port = free_port()
+        self.registry.env = self._environment()
         self.api = AirflowApi(f"http://127.0.0.1:{self.api_port}")
         self.emulator = EmulatorControl(self.emulator_origin)
+
+    @property
+    def triggerers(self) -> list[str]:
+        """Service names of the triggerers."""
+        if self.topology.triggerers == 1:
+            return ["triggerer"]
+        return [f"triggerer-{n}" for n in range(1, self.topology.triggerers + 1)]
+
+    @property
+    def workers(self) -> list[str]:
+        """Service names of the Celery workers (none with the LocalExecutor)."""
+        return [f"worker-{n}" for n in range(1, self.topology.celery_workers + 1)]
+
+    def homes(self) -> list[Path]:
+        """Every AIRFLOW_HOME of the deployment (one, or one per worker and triggerer as well)."""
+        own = (
+            [self._own_home(name) for name in self.workers + self.triggerers] if self.topology.celery else []
+        )
+        return [self.home, *own]
+
+    def _own_home(self, service: str) -> Path:
+        return self.root / service / "airflow-home"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def sql_alchemy_conn(self) -> str:
+        if self.postgres is not None:
+            return self.postgres.url
+        return f"sqlite:///{self.home / 'airflow.db'}"
 
     # -- configuration --------------------------------------------------------------------------
     @property
@@ -107,6 +214,7 @@ class Deployment:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "6",
+            "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "128",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
             "AIRFLOW__CORE__AUTH_MANAGER": (
@@ -114,7 +222,7 @@ class Deployment:
             ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": api,
@@ -138,23 +246,94 @@ class Deployment:
             "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "False",
             "AIRFLOW_CONN_BFL_DEFAULT": self.connection(DEFAULT_EXTRAS),
             "AIRFLOW_CONN_BFL_TIGHT": self.connection(TIGHT_EXTRAS),
+            "AIRFLOW_CONN_BFL_CALM": self.connection(CALM_EXTRAS),
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
             "PYTHONUNBUFFERED": "1",
+            **(self._celery_environment() if self.topology.celery else {}),
         }
 
+    def _celery_environment(self) -> dict[str, str]:
+        """CeleryExecutor on Redis, results in PostgreSQL, task and trigger logs on the S3 server."""
+        assert self.postgres is not None
+        s3_connection = {
+            "conn_type": "aws",
+            "login": AWS_ENV["AWS_ACCESS_KEY_ID"],
+            "password": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            "extra": {
+                "endpoint_url": self.s3_endpoint,
+                "region_name": AWS_ENV["AWS_DEFAULT_REGION"],
+                "config_kwargs": {"s3": {"addressing_style": "path"}},
+            },
+        }
+        return {
+            **AWS_ENV,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.postgres.url.replace('+psycopg2', '')}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
+            # Row locks (SELECT ... FOR UPDATE) make PostgreSQL wait where SQLite does not: on a
+            # loaded machine a task's first call can take longer than the 5 s default, and its
+            # retry then queues behind the first one's lock.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{LOG_BUCKET}/logs",
+            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "bfl_s3",
+            "AIRFLOW__LOGGING__ENCRYPT_S3_LOGS": "False",
+            "AIRFLOW_CONN_BFL_S3": json.dumps(s3_connection),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "bfl_deploy_hostname.service_name",
+            "PYTHONPATH": str(self._hostname_module()),
+        }
+
+    def _hostname_module(self) -> Path:
+        """
+        A module whose ``service_name`` Airflow uses as the hostname (``[core] hostname_callable``):
+        every process of the ``celery`` topology runs on one machine, so the service name is what
+        tells a task instance's worker or a triggerer job's process apart.
+        """
+        folder = self.root / "python-path"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "bfl_deploy_hostname.py").write_text(
+            "import os, socket\n\n\ndef service_name():\n"
+            "    return os.environ.get('BFL_SERVICE_NAME') or socket.getfqdn()\n"
+        )
+        return folder
+
+    def _home_environment(self, service: str) -> dict[str, str]:
+        """An AIRFLOW_HOME (with its own DAG files and log folder) for one worker or triggerer."""
+        home = self._own_home(service)
+        dags_folder = home / "dags"
+        dags_folder.mkdir(parents=True, exist_ok=True)
+        for name, source in self.dag_files.items():
+            (dags_folder / name).write_text(source)
+        return {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder)}
+
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float | None = None) -> None:
+        """Start every process; ``timeout`` defaults to what a loaded 2-core machine needs."""
+        timeout = timeout or 600.0
         started = time.monotonic()
         self.dags_folder.mkdir(parents=True)
         for name, source in self.dag_files.items():
             (self.dags_folder / name).write_text(source)
+        if self.topology.celery:
+            self._start_servers()
         self._migrate()
         self._start_emulator()
         self._airflow("api-server", "--host", "127.0.0.1", "--port", str(self.api_port))
         self._airflow("dag-processor")
         self._airflow("scheduler", "--skip-serve-logs")
-        self._airflow("triggerer", "--skip-serve-logs")
+        for name in self.triggerers:
+            self._airflow("triggerer", "--skip-serve-logs", name=name)
+        for name in self.workers:
+            celery_name = f"{name}@%h"
+            self._airflow(
+                "celery", "worker", "--celery-hostname", celery_name, "--skip-serve-logs", name=name
+            )
         remaining = max(10.0, timeout - (time.monotonic() - started))
         wait_for("the API server to answer", self._api_ready, remaining, context=self.tail_logs)
         self.startup_seconds = time.monotonic() - started
@@ -165,6 +344,40 @@ class Deployment:
         finally:
             self.api.close()
             self.emulator.close()
+            if self.postgres is not None:
+                self.postgres.close()
+
+    def _start_servers(self) -> None:
+        """PostgreSQL, Redis and the S3 server (with its buckets), before anything of Airflow."""
+        assert self.postgres is not None
+        missing = services.missing_binaries()
+        if missing:
+            raise RuntimeError(f"missing {missing}: run `make deployment-services` first")
+        self.postgres.start()
+        services.start_redis(self.registry, self.root / "redis.log", self.root, self.redis_port)
+        services.start_s3(self.registry, self.root / "s3.log", self.root, self.s3_port)
+        s3 = self.s3_client()
+        for bucket in (LOG_BUCKET, LANDING_BUCKET):
+            s3.create_bucket(Bucket=bucket)
+
+    def s3_client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name=AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def s3_objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """``{key: size}`` of the objects in ``bucket`` under ``prefix``."""
+        s3 = self.s3_client()
+        found: dict[str, int] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.update({item["Key"]: item["Size"] for item in page.get("Contents", [])})
+        return found
 
     def _migrate(self) -> None:
         log = self.process_logs / "db-migrate.log"
@@ -177,7 +390,7 @@ class Deployment:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 check=True,
-                timeout=120,
+                timeout=300,  # minutes, not seconds, on a loaded 2-core machine
             )
 
     def _start_emulator(self) -> None:
@@ -195,9 +408,16 @@ class Deployment:
         self.registry.start("emulator", argv, self.root / "emulator.log", self.root)
         wait_for("the emulator to answer", self.emulator.healthy, 30.0, context=self.tail_logs)
 
-    def _airflow(self, command: str, *args: str) -> Service:
+    def _airflow(self, command: str, *args: str, name: str | None = None) -> Service:
+        """An Airflow command; ``name`` (a worker or triggerer of the ``celery`` topology) gets a home of its own."""
+        service = name or command
+        own_home = self.topology.celery and name is not None
+        env = self._home_environment(service) if own_home else {}
+        if self.topology.celery:
+            env["BFL_SERVICE_NAME"] = service
+        cwd = self._own_home(service) if own_home else self.home
         return self.registry.start(
-            command, [AIRFLOW, command, *args], self.process_logs / f"{command}.log", self.home
+            service, [AIRFLOW, command, *args], self.process_logs / f"{service}.log", cwd, env=env
         )
 
     def _api_ready(self) -> bool:
@@ -209,7 +429,7 @@ class Deployment:
         if dead:
             raise RuntimeError(f"deployment process(es) exited: {dead}\n{self.tail_logs()}")
 
-    def wait_for_dags(self, dag_ids: list[str], timeout: float = 90.0) -> None:
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 180.0) -> None:
         def parsed() -> bool:
             self._check_alive()
             return all(self.api.dag(dag_id) is not None for dag_id in dag_ids)
@@ -224,12 +444,29 @@ class Deployment:
         wait_for(f"DAGs {dag_ids} to be parsed", parsed, timeout, interval=0.5, context=context)
 
     # -- faults in the deployment ---------------------------------------------------------------
-    def crash_triggerer(self) -> list[int]:
-        """SIGKILL the triggerer and its trigger runner, as a lost machine would."""
-        return self.registry.crash("triggerer")
+    def crash(self, name: str) -> list[int]:
+        """SIGKILL a service (a triggerer, a Celery worker) and everything below it, as a lost machine would."""
+        return self.registry.crash(name)
 
-    def restart_triggerer(self) -> Service:
-        return self.registry.restart("triggerer")
+    def restart(self, name: str) -> Service:
+        return self.registry.restart(name)
+
+    def job_hostname(self, job_id: int) -> str:
+        """The hostname a job (a triggerer, a scheduler) registered: its service name on ``celery``."""
+        [(hostname,)] = self._query(f"SELECT hostname FROM job WHERE id = {int(job_id)}")
+        return str(hostname)
+
+    def revive_exited(self) -> list[str]:
+        """Restart every service that exited, as a process supervisor (systemd, Kubernetes) would."""
+        dead = [name for name, service in self.registry.services.items() if not service.alive()]
+        for name in dead:
+            self.registry.restart(name)
+        return dead
+
+    def restart_postgres(self) -> None:
+        """The metadata DB goes away (every connection cut) and comes back."""
+        assert self.postgres is not None, "only the celery topology runs PostgreSQL"
+        self.postgres.restart()
 
     def kill_pid(self, pid: int) -> None:
         self.registry.kill_pid(pid)
@@ -241,19 +478,25 @@ class Deployment:
             raise RuntimeError(f"the parent {parent} of {pid} is not part of this deployment")
         return parent
 
-    # -- the metadata DB, read-only ---------------------------------------------------------------
-    @property
-    def db_path(self) -> Path:
-        return self.home / "airflow.db"
+    # -- the metadata DB, read-only ----------------------------------------------------------------
+    def _engine(self) -> sqlalchemy.engine.Engine:
+        if self.postgres is not None:
+            return sqlalchemy.create_engine(self.postgres.url, poolclass=sqlalchemy.pool.NullPool)
+        url = f"sqlite:///file:{self.home / 'airflow.db'}?mode=ro&uri=true"
+        return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
-    def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30.0)
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        engine = self._engine()
+        try:
+            with engine.connect() as db:
+                return [_plain(row) for row in db.execute(sqlalchemy.text(sql))]
+        finally:
+            engine.dispose()
 
     def trigger_rows(self) -> list[dict[str, Any]]:
         """Rows of the ``trigger`` table, kwargs decrypted with the deployment's Fernet key."""
         fernet = Fernet(self.fernet_key.encode())
-        with contextlib.closing(self._db()) as db:
-            rows = db.execute("SELECT id, classpath, kwargs, triggerer_id FROM trigger").fetchall()
+        rows = self._query("SELECT id, classpath, kwargs, triggerer_id FROM trigger")
         decoded = []
         for trigger_id, classpath, kwargs, triggerer_id in rows:
             text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
@@ -262,11 +505,34 @@ class Deployment:
             )
         return decoded
 
+    def ti_states(self, dag_id: str, run_id: str) -> dict[str, int]:
+        """``{state: task instances}`` of one run (mapped runs have more than the REST API pages)."""
+        rows = self._query(
+            "SELECT state, count(*) FROM task_instance "
+            f"WHERE dag_id = '{dag_id}' AND run_id = '{run_id}' GROUP BY state"
+        )
+        return {str(state): int(count) for state, count in rows}
+
+    def ti_tries(self, dag_id: str, run_id: str) -> dict[int, int]:
+        """``{try_number: task instances}`` of one run."""
+        rows = self._query(
+            "SELECT try_number, count(*) FROM task_instance "
+            f"WHERE dag_id = '{dag_id}' AND run_id = '{run_id}' GROUP BY try_number"
+        )
+        return {int(tries): int(count) for tries, count in rows}
+
+    def trigger_assignments(self) -> dict[int, int | None]:
+        """``{trigger id: triggerer job id}`` right now (no kwargs: cheap enough to sample every second)."""
+        return {row[0]: row[1] for row in self._query("SELECT id, triggerer_id FROM trigger")}
+
     def db_tables(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table of the metadata DB."""
-        with contextlib.closing(self._db()) as db:
-            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            return {name: db.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
+        engine = self._engine()
+        try:
+            names = sqlalchemy.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+        return {name: self._query(f'SELECT * FROM "{name}"') for name in names}
 
     # -- diagnostics ----------------------------------------------------------------------------
     def tail_logs(self, lines: int = 25) -> str:
@@ -277,3 +543,8 @@ class Deployment:
             text = "\n".join(tail).replace(self.api_key, "***")
             parts.append(f"--- {service.name} ({state}) ---\n{text}")
         return "\n".join(parts)
+
+
+def _plain(row: Any) -> tuple[Any, ...]:
+    """A result row as a tuple, binary columns (PostgreSQL's ``bytea``) as bytes, so they can be searched."""
+    return tuple(bytes(value) if isinstance(value, memoryview) else value for value in row)

@@ -44,6 +44,8 @@ class Service:
     cwd: Path
     process: subprocess.Popen[bytes]
     starts: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
 
     @property
     def pid(self) -> int:
@@ -69,34 +71,48 @@ class ProcessRegistry:
     def __post_init__(self) -> None:
         atexit.register(self.stop_all)
 
-    def start(self, name: str, argv: Sequence[str], log_path: Path, cwd: Path) -> Service:
-        """Start ``argv`` in a new session; stdout and stderr are appended to ``log_path``."""
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+    ) -> Service:
+        """
+        Start ``argv`` in a new session; stdout and stderr are appended to ``log_path``.
+
+        ``env`` is added to the deployment's environment (per-process settings such as an
+        AIRFLOW_HOME of its own); ``user`` runs the process as that user (servers that refuse root).
+        """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handle = log_path.open("ab")
         self._log_handles.append(handle)
         process = subprocess.Popen(
             list(argv),
             cwd=cwd,
-            env={**self.env, MARKER_ENV: self.run_id},
+            env={**self.env, **(env or {}), MARKER_ENV: self.run_id},
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=user,
         )
         previous = self.services.get(name)
         starts = previous.starts + 1 if previous else 1
-        service = Service(name, argv, log_path, cwd, process, starts=starts)
+        service = Service(name, argv, log_path, cwd, process, starts=starts, env=dict(env or {}), user=user)
         self.services[name] = service
         return service
 
     def restart(self, name: str) -> Service:
         old = self.services[name]
-        return self.start(name, old.argv, old.log_path, old.cwd)
+        return self.start(name, old.argv, old.log_path, old.cwd, env=old.env, user=old.user)
 
     def crash(self, name: str) -> list[int]:
         """SIGKILL a service and everything below it at once, as a machine failure would."""
         service = self.services[name]
-        victims = _tree(service.pid)
+        victims = tree(service.pid)
         _signal_all(victims, signal.SIGKILL)
         _wait_gone(victims, timeout=10.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -105,7 +121,7 @@ class ProcessRegistry:
 
     def kill_pid(self, pid: int) -> None:
         """SIGKILL one process (and what it spawned) that belongs to this deployment."""
-        victims = _tree(pid)
+        victims = tree(pid)
         strangers = [victim.pid for victim in victims if not self.owns(victim)]
         if not victims or strangers:
             raise RuntimeError(f"process {pid} (or its children {strangers}) is not part of this deployment")
@@ -115,14 +131,17 @@ class ProcessRegistry:
     def stop(self, name: str, grace: float = 10.0) -> None:
         service = self.services.get(name)
         if service is not None:
-            _terminate(_tree(service.pid), grace)
+            _terminate(tree(service.pid), grace)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(timeout=1.0)
 
     def stop_all(self, grace: float = 10.0) -> None:
-        """Stop every service (reverse start order), then sweep strays (see :meth:`owns`)."""
-        for name in reversed(list(self.services)):
-            self.stop(name, grace)
+        """Stop every service at once (one grace period for all, not one each), then sweep strays
+        (see :meth:`owns`)."""
+        _terminate([victim for service in self.services.values() for victim in tree(service.pid)], grace)
+        for service in self.services.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=1.0)
         _terminate(self.strays(), grace=2.0)
         for handle in self._log_handles:
             handle.close()
@@ -151,7 +170,7 @@ class ProcessRegistry:
         return [process for process in psutil.process_iter() if self.owns(process)]
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def tree(pid: int) -> list[psutil.Process]:
     try:
         root = psutil.Process(pid)
     except psutil.NoSuchProcess:

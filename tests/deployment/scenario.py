@@ -16,23 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from tests.deployment.airflow_api import wait_for
-from tests.deployment.deployment import Deployment
+from tests.deployment.deployment import Deployment, Evidence
 
 #: When set, each scenario appends one JSON line with its figures to this file (``make reliability``).
 REPORT_ENV = "BFL_RELIABILITY_REPORT"
 
 
 @dataclass
-class Evidence:
-    """What the session produced that the secrets scan must search besides files: runs and trigger rows."""
-
-    runs: list[tuple[str, str]] = field(default_factory=list)
-    db_trigger_rows: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Figures:
     scenario: str
+    topology: str = "local"
     passed: bool = False
     generations_expected: int = 0
     generations_run: int = 0
@@ -40,6 +33,8 @@ class Figures:
     images_expected: int = 0
     images_billed: int = 0
     seconds: float = 0.0
+    #: Scenario-specific measurements (name -> value) for the details table.
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Scenario:
@@ -51,7 +46,7 @@ class Scenario:
         self.api = deployment.api
         self.emulator = deployment.emulator
         self.evidence = evidence
-        self.figures = Figures(name)
+        self.figures = Figures(name, topology=deployment.topology.name)
         self._started = time.monotonic()
         self._known_uuids = set(self.emulator.counters()["tasks"])
         self._requests_before = self.emulator.counters()["requests_by_task_type"]
@@ -67,6 +62,10 @@ class Scenario:
         """What the scenario's DAG runs should have paid for: each generation once, each image once."""
         self.figures.generations_expected += generations
         self.figures.images_expected += images
+
+    def detail(self, name: str, value: Any) -> None:
+        """Record a measurement of this scenario (printed in the details table of ``make reliability``)."""
+        self.figures.details[name] = value
 
     # -- the emulator's side ----------------------------------------------------------------------
     def tasks(self) -> dict[str, dict[str, int]]:

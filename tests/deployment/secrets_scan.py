@@ -2,9 +2,11 @@
 
 Material, by source:
 
-- files: everything under AIRFLOW_HOME - task logs (and the triggerer's per-task files), the
-  dag-processor's logs, the stdout/stderr of api-server, scheduler, dag-processor and triggerer, the
-  SQLite metadata DB with its journal, ``airflow.cfg``;
+- files: everything under every AIRFLOW_HOME of the deployment (one, or one per Celery worker and
+  triggerer too) - task logs (and the triggerers' per-task files), the dag-processor's logs, the
+  stdout/stderr of every Airflow process, the SQLite metadata DB with its journal, ``airflow.cfg``;
+- S3 objects (``celery`` topology): every object on the S3 server - remote task and trigger logs,
+  landed images;
 - REST: every DAG run, task instance (with its rendered template fields), try, XCom entry and
   value, and the full log of every try, plus the event log;
 - trigger rows: kwargs of every trigger seen in the DB's ``trigger`` table while tasks were
@@ -87,24 +89,32 @@ def scan(deployment: Deployment, evidence: Evidence, canaries: list[str]) -> Sca
         data = content if isinstance(content, bytes) else content.encode()
         report.add(source, where, data, patterns, canary_bytes)
 
-    for path in _files(deployment.home):
-        add("files", str(path.relative_to(deployment.home)), path.read_bytes())
+    for home in deployment.homes():
+        for path in _files(home):
+            add("files", str(path.relative_to(deployment.root)), path.read_bytes())
+    if deployment.topology.celery:
+        s3 = deployment.s3_client()
+        for bucket in (entry["Name"] for entry in s3.list_buckets()["Buckets"]):
+            for key in deployment.s3_objects(bucket):
+                add(
+                    "s3_objects", f"s3://{bucket}/{key}", s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                )
 
     api = deployment.api
     for dag_id, run_id in evidence.runs:
         add("rest:dag_runs", f"{dag_id}/{run_id}", json.dumps(api.dag_run(dag_id, run_id)))
-        for ti in api.task_instances(dag_id, run_id):
-            task_id = ti["task_id"]
-            where = f"{dag_id}/{run_id}/{task_id}"
+        for ti in api.task_instances(dag_id, run_id):  # the API's first page: a sample of a mapped run
+            task_id, index = ti["task_id"], ti["map_index"]
+            where = f"{dag_id}/{run_id}/{task_id}" + (f"[{index}]" if index >= 0 else "")
             add("rest:task_instances", where, json.dumps(ti))
             add("rest:rendered_fields", where, json.dumps(ti.get("rendered_fields")))
-            for attempt in api.tries(dag_id, run_id, task_id):
+            for attempt in api.tries(dag_id, run_id, task_id, index):
                 try_number = attempt["try_number"]
                 add("rest:tries", f"{where}#{try_number}", json.dumps(attempt))
-                add("rest:logs", f"{where}#{try_number}", api.log(dag_id, run_id, task_id, try_number))
-            for entry in api.xcom_entries(dag_id, run_id, task_id):
+                add("rest:logs", f"{where}#{try_number}", api.log(dag_id, run_id, task_id, try_number, index))
+            for entry in api.xcom_entries(dag_id, run_id, task_id, index):
                 add("rest:xcom", f"{where}:{entry['key']}", json.dumps(entry))
-                value = api.xcom(dag_id, run_id, task_id, key=entry["key"])
+                value = api.xcom(dag_id, run_id, task_id, key=entry["key"], map_index=index)
                 add("rest:xcom", f"{where}:{entry['key']} (value)", json.dumps(value, default=str))
     add("rest:event_logs", "eventLogs", json.dumps(api.event_logs()))
 

@@ -7,7 +7,6 @@ the emulator's counters. Run alone with ``pytest -m deployment``.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
@@ -18,12 +17,12 @@ import pytest
 from tests.deployment import dags
 from tests.deployment.airflow_api import AirflowApi, wait_for
 from tests.deployment.deployment import Deployment
-from tests.deployment.scenario import Evidence, Scenario
-from tests.deployment.secrets_scan import ScanReport, needles, scan
+from tests.deployment.scenario import Scenario
 
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(240)]
+# Generous: the first test on a topology also waits for its start-up (minutes on a loaded machine).
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
-RUN_TIMEOUT = 150.0
+RUN_TIMEOUT = 300.0  # a loaded 2-core machine runs the celery topology slowly
 #: Everything a BflImageInferenceTrigger may hold in the metadata DB.
 TRIGGER_KWARGS = {
     "task_uuids",
@@ -75,6 +74,7 @@ def billed_per_task(scenario: Scenario) -> dict[str, int]:
 
 
 # -- 1 ---------------------------------------------------------------------------------------------
+@pytest.mark.smoke
 @pytest.mark.scenario("1 deferrable generation")
 def test_deferrable_generation_completes_through_the_real_triggerer(
     scenario: Scenario, repetition: int
@@ -93,10 +93,19 @@ def test_deferrable_generation_completes_through_the_real_triggerer(
         "wait_variants": ("success", 1),
     }
     # The trigger's own lines reach the task log only from the triggerer process.
-    hero_log = api.log(dags.DEFERRABLE, run_id, "hero", 1)
+    hero_log = api.wait_for_log(
+        dags.DEFERRABLE,
+        run_id,
+        "hero",
+        1,
+        "Waiting for 1 Runware generation(s) on connection 'bfl_default'",
+        "Runware wait ended with status success: 2 image(s) from 1 generation(s)",
+    )
     assert "Waiting for 1 Runware generation(s) on connection 'bfl_default'" in hero_log
     assert "Runware wait ended with status success: 2 image(s) from 1 generation(s)" in hero_log
-    sensor_log = api.log(dags.DEFERRABLE, run_id, "wait_variants", 1)
+    sensor_log = api.wait_for_log(
+        dags.DEFERRABLE, run_id, "wait_variants", 1, "Waiting for 2 Runware generation(s)"
+    )
     assert "Waiting for 2 Runware generation(s)" in sensor_log
 
     hero = api.xcom(dags.DEFERRABLE, run_id, "hero")
@@ -140,13 +149,15 @@ def test_triggerer_killed_while_polling_resumes_without_paying_twice(
         assert "kettle" not in row["kwargs"] and "teapot" not in row["kwargs"] and "cup" not in row["kwargs"]
     polls = wait_for_more_polls(scenario, scenario.requests_since_start("getResponse"))
 
-    killed = deployment.crash_triggerer()
-    assert len(killed) >= 2  # the triggerer and its trigger runner subprocess
+    for triggerer in deployment.triggerers:  # every triggerer of the topology goes down
+        killed = deployment.crash(triggerer)
+        assert len(killed) >= 2  # the triggerer and its trigger runner subprocess
     polls_at_crash = scenario.requests_since_start("getResponse")
     assert polls_at_crash >= polls
     time.sleep(2.0)  # no triggerer at all for a while
     assert scenario.requests_since_start("getResponse") == polls_at_crash
-    deployment.restart_triggerer()
+    for triggerer in deployment.triggerers:
+        deployment.restart(triggerer)
 
     run = api.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
     assert run["state"] == "success", api.describe_run(dag_id, run_id)
@@ -158,7 +169,15 @@ def test_triggerer_killed_while_polling_resumes_without_paying_twice(
     }
     assert scenario.requests_since_start("getResponse") > polls_at_crash  # the new triggerer polled
     for task_id in tis:
-        log = api.log(dag_id, run_id, task_id, 1)
+        # The successor's lines reach the log store after the task's state changed: wait for them.
+        log = api.wait_for_log(
+            dag_id,
+            run_id,
+            task_id,
+            1,
+            "Runware generation(s) on connection 'bfl_default'",
+            "Runware wait ended with status success",
+        )
         # Log sources: one file per triggerer job that ran the trigger; the successor's is among them.
         # (Airflow buffers these files: lines the killed triggerer had not flushed died with it.)
         ran_in = {int(job) for job in re.findall(r"attempt=1\.log\.trigger\.(\d+)\.log", log)}
@@ -178,6 +197,7 @@ def test_triggerer_killed_while_polling_resumes_without_paying_twice(
 
 
 # -- 3 ---------------------------------------------------------------------------------------------
+@pytest.mark.smoke
 @pytest.mark.scenario("3 worker SIGKILL after submit")
 def test_worker_killed_after_submitting_retry_reattaches_and_bills_nothing_extra(
     scenario: Scenario, deployment: Deployment, repetition: int
@@ -203,7 +223,9 @@ def test_worker_killed_after_submitting_retry_reattaches_and_bills_nothing_extra
     counts = scenario.tasks()[task_uuid]
     assert counts == {"submissions": 2, "accepted": 1, "images_billed": 2}
     assert set(scenario.tasks()) == {task_uuid}
-    retry_log = api.log(dag_id, run_id, task_id, 2)
+    retry_log = api.wait_for_log(
+        dag_id, run_id, task_id, 2, "Re-attached to 1 generation(s) already submitted"
+    )
     assert "Re-attached to 1 generation(s) already submitted" in retry_log
     results = api.xcom(dag_id, run_id, task_id)
     assert [entry["taskUUID"] for entry in results] == [task_uuid, task_uuid]
@@ -234,7 +256,9 @@ def test_whole_worker_killed_after_submitting_heartbeat_timeout_retry_reattaches
     assert api.task_instance(dag_id, run_id, task_id)["try_number"] == 2
     [task_uuid] = task_uuids
     assert scenario.tasks() == {task_uuid: {"submissions": 2, "accepted": 1, "images_billed": 2}}
-    assert "Re-attached to 1 generation(s) already submitted" in api.log(dag_id, run_id, task_id, 2)
+    assert "Re-attached to 1 generation(s) already submitted" in api.wait_for_log(
+        dag_id, run_id, task_id, 2, "Re-attached to 1 generation(s) already submitted"
+    )
 
 
 # -- 4 ---------------------------------------------------------------------------------------------
@@ -289,7 +313,14 @@ def test_fault_storm_during_a_batch_completes_within_the_retry_budget_paying_onc
         entry["taskUUID"]: {"submissions": len(SUBMIT_STORM) + 1, "accepted": 1, "images_billed": 1}
         for entry in results
     }
-    log = api.log(dag_id, run_id, "batch", 1)
+    log = api.wait_for_log(
+        dag_id,
+        run_id,
+        "batch",
+        1,
+        f"retry {len(SUBMIT_STORM)}/10",
+        f"retry {len(POLL_STORM)}/10",
+    )
     assert f"retry {len(SUBMIT_STORM)}/10" in log  # the submission (worker) used 7 retries
     assert f"retry {len(POLL_STORM)}/10" in log  # a poll (triggerer) used 6
     assert "was already accepted by the API: re-attaching, not resubmitting" in log
@@ -340,6 +371,10 @@ def test_exhausted_retry_budget_fails_the_task_naming_the_cause(scenario: Scenar
 
 
 # -- 5 ---------------------------------------------------------------------------------------------
+MODERATED_MESSAGE = "The request was blocked by the content moderation policy"
+FAILED_MESSAGE = "The inference provider failed to process the task"
+
+
 @pytest.mark.scenario("5 moderation / task error in a batch")
 def test_failed_generations_are_named_and_their_siblings_kept(scenario: Scenario, repetition: int) -> None:
     api = scenario.api
@@ -354,21 +389,28 @@ def test_failed_generations_are_named_and_their_siblings_kept(scenario: Scenario
         ti = api.task_instance(dag_id, run_id, task_id)
         assert (ti["state"], ti["try_number"]) == ("failed", 1)
         # taskUUIDs in prompt order: 0 calm lake, 1 moderated, 2 forest, 3 failing vase.
-        lake, moderated, forest, vase = api.xcom(dag_id, run_id, task_id, key="task_uuids")
-        log = api.log(dag_id, run_id, task_id, 1)
+        # The taskUUIDs XCom is a mapping, and PostgreSQL keeps XCom values as JSONB, which does not
+        # keep key order: each generation's role is read from what happened to it, not its position.
+        task_uuids = set(api.xcom(dag_id, run_id, task_id, key="task_uuids"))
+        log = api.wait_for_log(
+            dag_id, run_id, task_id, 1, "BflContentModeratedError", "Kept 2 image(s) that did arrive"
+        )
         assert "BflContentModeratedError" in log
         assert "2 of 4 generation(s) failed" in log
-        assert (
-            f"{moderated}: contentPolicyViolation: The request was blocked by the content moderation policy"
-            in log
-        )
-        assert f"{vase}: processingFailed: The inference provider failed to process the task" in log
         assert "Kept 2 image(s) that did arrive (XCom 'partial_results')" in log
         kept = api.xcom(dag_id, run_id, task_id, key="partial_results")
-        assert [entry["taskUUID"] for entry in kept] == [lake, forest]
         assert all(entry["imageURL"] and entry["cost"] == 0.04 for entry in kept)
+        kept_uuids = [entry["taskUUID"] for entry in kept]
+        failed = task_uuids - set(kept_uuids)
+        assert len(task_uuids) == 4 and len(set(kept_uuids)) == 2 and len(failed) == 2
+        moderated = {u for u in failed if f"{u}: contentPolicyViolation: {MODERATED_MESSAGE}" in log}
+        vase = {u for u in failed if f"{u}: processingFailed: {FAILED_MESSAGE}" in log}
+        assert len(moderated) == 1 and len(vase) == 1 and moderated | vase == failed, log[-3000:]
         billed = billed_per_task(scenario)
-        assert (billed[lake], billed[moderated], billed[forest], billed[vase]) == (1, 0, 1, 0)
+        assert {u: billed[u] for u in task_uuids} == {
+            **dict.fromkeys(kept_uuids, 1),
+            **dict.fromkeys(failed, 0),
+        }
     assert all(counts["submissions"] == 1 for counts in scenario.tasks().values())
 
 
@@ -397,14 +439,18 @@ def test_user_marking_failed_or_clearing_a_deferred_task_is_handled_and_logged(
     assert (tis["marked_failed"]["state"], tis["marked_failed"]["try_number"]) == ("failed", 1)
     assert (tis["cleared"]["state"], tis["cleared"]["try_number"]) == ("success", 2)
     for task_id, task_uuid in (("marked_failed", abandoned), ("cleared", cleared)):
-        log = api.log(dag_id, run_id, task_id, 1)
+        log = api.wait_for_log(
+            dag_id, run_id, task_id, 1, "Trigger cancelled by user action", "Runware has no cancel endpoint"
+        )
         assert "Trigger cancelled by user action, invoking on_kill" in log
         assert (
             f"Deferred task killed by a user: stopped waiting for 1 Runware generation(s): {task_uuid}" in log
         ), log[-3000:]
         assert "Runware has no cancel endpoint" in log
     # The cleared task's next try re-attached to the same generation instead of paying again.
-    assert "Re-attached to 1 generation(s) already submitted" in api.log(dag_id, run_id, "cleared", 2)
+    assert "Re-attached to 1 generation(s) already submitted" in api.wait_for_log(
+        dag_id, run_id, "cleared", 2, "Re-attached to 1 generation(s) already submitted"
+    )
     assert [entry["taskUUID"] for entry in api.xcom(dag_id, run_id, "cleared")] == [cleared]
     assert scenario.tasks()[cleared] == {"submissions": 2, "accepted": 1, "images_billed": 1}
     # The abandoned generation runs to its end (no cancel endpoint) and is paid once, not twice.
@@ -412,35 +458,3 @@ def test_user_marking_failed_or_clearing_a_deferred_task_is_handled_and_logged(
         "the abandoned generation to finish", lambda: scenario.tasks()[abandoned]["images_billed"] == 1, 30.0
     )
     assert scenario.tasks()[abandoned] == {"submissions": 1, "accepted": 1, "images_billed": 1}
-
-
-# -- secrets ---------------------------------------------------------------------------------------
-def test_no_artifact_of_the_run_contains_the_api_key(deployment: Deployment, evidence: Evidence) -> None:
-    """Runs last: searches what every scenario above left behind (logs, XCom, DB, trigger rows...)."""
-    key = deployment.api_key
-    assert key in deployment.registry.env["AIRFLOW_CONN_BFL_DEFAULT"]  # the key was really in play
-    assert len(evidence.runs) >= 7, "run the scenarios first: this test searches what they left behind"
-    control = ScanReport()
-    for blob in (f"Authorization: Bearer {key}", base64.b64encode(f"user:{key}".encode()).decode()):
-        control.add("control", blob[:10], blob.encode(), needles(key), [])
-    assert len(control.hits) == 2  # the search does find the key, plain or base64-encoded
-
-    canaries = list(deployment.emulator.counters()["tasks"])  # every taskUUID the session submitted
-    report = scan(deployment, evidence, canaries)
-    print(report.summary())
-
-    assert report.hits == [], f"the API key leaked into: {report.hits}"
-    # Not vacuous: every source held real material from the scenarios (their taskUUIDs).
-    floors = {
-        "files": (20, 500_000),
-        "rest:logs": (15, 80_000),
-        "rest:xcom": (20, 2_000),
-        "rest:rendered_fields": (15, 1_000),
-        "rest:task_instances": (15, 10_000),
-        "trigger_kwargs:db": (5, 500),
-        "db_rows": (150, 50_000),
-    }
-    for source, (items, size) in floors.items():
-        assert report.items.get(source, 0) >= items, (source, report.items)
-        assert report.sizes.get(source, 0) >= size, (source, report.sizes)
-        assert report.canary_hits.get(source, 0) > 0, (source, report.canary_hits)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSkipException, TaskDeferred
 
 from airflow_provider_bfl import events
+from airflow_provider_bfl._compat import sdk_exception
 from airflow_provider_bfl.exceptions import (
     BflAuthenticationError,
     BflContentModeratedError,
@@ -31,6 +31,11 @@ from airflow_provider_bfl.sensors.bfl import (
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 from tests.submissions import submit
+
+# Airflow 3.1 keeps these in core; the task SDK has them from 3.2 on.
+AirflowRescheduleException, AirflowSkipException, TaskDeferred = (
+    sdk_exception(name) for name in ("AirflowRescheduleException", "AirflowSkipException", "TaskDeferred")
+)
 
 PROMPT = "a red bicycle"
 U1 = "6bb2a3c4-0000-4000-8000-000000000001"

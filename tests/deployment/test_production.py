@@ -1,0 +1,289 @@
+"""
+What only the production-shaped topology (``celery``) can show: two triggerers that adopt each
+other's triggers, Celery workers with no shared disk, a PostgreSQL that goes away, and a run of
+thousands of images held to a pool. Sizes in :mod:`tests.deployment.dags`; figures beyond the
+billing columns go to the scenario's ``details`` (the second table of ``make reliability``).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.deployment import dags
+from tests.deployment.airflow_api import wait_for
+from tests.deployment.deployment import Deployment
+from tests.deployment.scenario import Scenario
+
+pytestmark = [
+    pytest.mark.deployment,
+    pytest.mark.topology("celery"),
+    pytest.mark.repeat(1),  # heavy: once per `make reliability`, whatever RUNS says
+    pytest.mark.timeout(2400),
+]
+
+#: Airflow's warning when a trigger (or anything else) holds the triggerer's event loop.
+BLOCKED_LOOP = "Triggerer's async thread was blocked"
+
+
+class Sampler:
+    """Calls ``probe`` every ``interval`` seconds in a thread; keeps every sample (time, value)."""
+
+    def __init__(self, probe: Callable[[], object], interval: float = 1.0) -> None:
+        self.probe = probe
+        self.interval = interval
+        self.samples: list[tuple[float, object]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.probe()))
+            except Exception as exc:  # a DB that is restarting: keep sampling
+                self.samples.append((time.monotonic(), exc))
+            self._stop.wait(self.interval)
+
+    @contextmanager
+    def running(self) -> Iterator[Sampler]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=30)
+
+
+def _count_in(text: str, needle: str) -> int:
+    return len(re.findall(re.escape(needle), text))
+
+
+# -- 7 ---------------------------------------------------------------------------------------------
+@pytest.mark.scenario("7 triggerer SIGKILL, 500 deferred, other adopts")
+def test_killed_triggerers_triggers_are_adopted_once_by_the_other(
+    scenario: Scenario, deployment: Deployment, repetition: int
+) -> None:
+    count = dags.TRIGGER_COUNT
+    dag_id = dags.MANY_TRIGGERS
+    # Long enough that every generation is still running when the last task has deferred.
+    scenario.emulator.configure(latency=60.0 + 1.0 * count)
+    run_id = scenario.trigger(dag_id)
+    scenario.expect(generations=count, images=count)
+
+    def all_deferred() -> dict[int, int | None] | None:
+        states = deployment.ti_states(dag_id, run_id)
+        assignments = deployment.trigger_assignments()
+        assigned = {tid: job for tid, job in assignments.items() if job is not None}
+        return assigned if states.get("deferred") == count and len(assigned) >= count else None
+
+    deferred_started = time.monotonic()
+    before = wait_for(
+        f"{count} tasks deferred and their triggers assigned",
+        all_deferred,
+        60.0 + 1.5 * count,
+        interval=2.0,
+        context=lambda: f"{deployment.ti_states(dag_id, run_id)}\n{deployment.tail_logs()}",
+    )
+    deferral_seconds = time.monotonic() - deferred_started
+    assert scenario.tasks() and all(c["images_billed"] == 0 for c in scenario.tasks().values())
+    jobs = defaultdict(list)
+    for trigger_id, job in before.items():
+        jobs[job].append(trigger_id)
+    # Kill the triggerer that holds the most triggers; find its service by its job's process.
+    victim_job = max(jobs, key=lambda job: len(jobs[job]))
+    victim = deployment.job_hostname(victim_job)  # the triggerer's service name
+    assert victim in deployment.triggerers
+    survivor = next(name for name in deployment.triggerers if name != victim)
+    survivor_log_before = deployment.registry.services[survivor].output()
+    polls_before = scenario.requests_since_start("getResponse")
+
+    history: dict[int, list[int | None]] = {tid: [job] for tid, job in before.items()}
+    sampler = Sampler(deployment.trigger_assignments, interval=1.0)
+    with sampler.running():
+        killed_at = time.monotonic()
+        deployment.crash(victim)
+
+        def adopted() -> bool:
+            now = deployment.trigger_assignments()
+            return all(job is not None and job != victim_job for job in now.values())
+
+        wait_for(f"{survivor} to adopt {len(jobs[victim_job])} triggers", adopted, 180.0, interval=1.0)
+        adoption_seconds = time.monotonic() - killed_at
+        time.sleep(10.0)  # and keep them: no trigger moves again
+    for _, sample in sampler.samples:
+        if isinstance(sample, dict):
+            for trigger_id, job in sample.items():
+                if trigger_id in history and history[trigger_id][-1] != job:
+                    history[trigger_id].append(job)
+    deployment.restart(victim)  # the topology is whole again for the next scenarios
+
+    # Each of the victim's triggers moved exactly once (victim -> survivor's job), the others never.
+    survivor_jobs = {job for moves in history.values() for job in moves[1:]}
+    assert len(survivor_jobs) == 1 and victim_job not in survivor_jobs, survivor_jobs
+    moves = [len(jobs_seen) - 1 for jobs_seen in history.values()]
+    assert moves.count(1) == len(jobs[victim_job]) and set(moves) <= {0, 1}, moves
+    survivor_output = deployment.registry.services[survivor].output()[len(survivor_log_before) :]
+    # The adopting triggerer's event loop stayed responsive while it took the load over...
+    assert _count_in(survivor_output, BLOCKED_LOOP) == 0, survivor_output[-3000:]
+    # ... and its polls kept going for every adopted wait.
+    assert scenario.requests_since_start("getResponse") > polls_before
+
+    run = scenario.api.wait_for_run(dag_id, run_id, 600.0 + 1.0 * count)
+    assert run["state"] == "success", deployment.ti_states(dag_id, run_id)
+    assert deployment.ti_tries(dag_id, run_id) == {1: count}  # no task retried: the triggers just moved
+    tasks = scenario.tasks()
+    assert len(tasks) == count
+    # Nothing re-submitted, every image billed once.
+    assert all(c == {"submissions": 1, "accepted": 1, "images_billed": 1} for c in tasks.values())
+    scenario.detail("triggers", count)
+    scenario.detail("adopted", len(jobs[victim_job]))
+    scenario.detail("deferral of all (s)", round(deferral_seconds))
+    scenario.detail("adoption after SIGKILL (s)", round(adoption_seconds, 1))
+    scenario.detail("event-loop blocked warnings", 0)
+
+
+# -- 8 ---------------------------------------------------------------------------------------------
+@pytest.mark.scenario("8 Celery worker SIGKILL while landing")
+def test_worker_killed_while_landing_retry_on_other_worker_lands_the_rest_once(
+    scenario: Scenario, deployment: Deployment, repetition: int
+) -> None:
+    api = scenario.api
+    dag_id, task_id = dags.LANDING_CRASH, "land"
+    images = dags.LANDING_IMAGES
+    scenario.emulator.configure(latency=2.0)
+    downloads_at_start = scenario.emulator.counters()["image_downloads"]
+    run_id = scenario.trigger(dag_id)
+    scenario.expect(generations=dags.LANDING_PROMPTS, images=images)
+    prefix = f"{dags.LANDING_PREFIX}/{dag_id}/"
+
+    def landed() -> dict[str, int]:
+        return {
+            key: size
+            for key, size in deployment.s3_objects(dags.LANDING_BUCKET, prefix).items()
+            if f"/{run_id}/" in key
+        }
+
+    wait_for("the first images to be committed", lambda: 0 < len(landed()) < images // 2, 120.0, interval=0.1)
+    ti = api.task_instance(dag_id, run_id, task_id)
+    assert ti["state"] == "running" and ti["try_number"] == 1
+    first_worker = ti["hostname"]  # the service name (see Deployment.hostname_module)
+    assert first_worker in deployment.workers
+    deployment.crash(first_worker)  # the whole worker: Celery master, pool, supervisor and task
+    committed = len(landed())
+    downloads_at_kill = scenario.emulator.counters()["image_downloads"] - downloads_at_start
+    assert 0 < committed < images
+
+    run = api.wait_for_run(dag_id, run_id, 300.0)
+    assert run["state"] == "success", api.describe_run(dag_id, run_id)
+    ti = api.task_instance(dag_id, run_id, task_id)
+    assert ti["try_number"] == 2
+    deployment.restart(first_worker)
+    assert ti["hostname"] in deployment.workers and ti["hostname"] != first_worker
+    stored = landed()
+    assert len(stored) == images and all(size > 0 for size in stored.values())
+    downloads = scenario.emulator.counters()["image_downloads"] - downloads_at_start
+    retry_downloads = downloads - downloads_at_kill
+    # The retry downloaded exactly what was not committed yet: nothing committed was fetched twice.
+    assert retry_downloads == images - committed, (downloads, downloads_at_kill, committed)
+    tasks = scenario.tasks()
+    assert len(tasks) == dags.LANDING_PROMPTS
+    assert all(c["accepted"] == 1 and c["images_billed"] == dags.LANDING_RESULTS for c in tasks.values())
+    log = api.wait_for_log(dag_id, run_id, task_id, 2, "Re-attached to", "Landed")
+    assert f"Landed {images} image(s)" in log, log[-2000:]
+    scenario.detail("images", images)
+    scenario.detail("committed before SIGKILL", committed)
+    scenario.detail("downloads (first try / retry)", f"{downloads_at_kill} / {retry_downloads}")
+
+
+# -- 9 ---------------------------------------------------------------------------------------------
+@pytest.mark.scenario("9 PostgreSQL restart mid-run")
+def test_metadata_db_restart_mid_run_recovers_through_retries_without_paying_twice(
+    scenario: Scenario, deployment: Deployment, repetition: int
+) -> None:
+    api = scenario.api
+    dag_id = dags.DB_RESTART
+    scenario.emulator.configure(latency=20.0)
+    run_id = scenario.trigger(dag_id)
+    scenario.expect(generations=3, images=5)
+
+    def in_flight() -> bool:
+        tis = {ti["task_id"]: ti["state"] for ti in api.task_instances(dag_id, run_id)}
+        return tis.get("deferred_a") == "deferred" and tis.get("in_worker") == "running"
+
+    wait_for("the tasks to be deferred / running", in_flight, 120.0, interval=0.5)
+    wait_for(
+        "the three generations to be accepted",
+        lambda: len(tasks := scenario.tasks()) == 3 and all(c["accepted"] == 1 for c in tasks.values()),
+        60.0,
+    )
+    down_at = time.monotonic()
+    deployment.restart_postgres()
+    outage = time.monotonic() - down_at
+    time.sleep(15.0)  # let every process meet the outage's aftermath
+    revived = deployment.revive_exited()  # what a supervisor would have restarted
+
+    run = wait_for(
+        "the run to finish",
+        lambda: (run := api.dag_run(dag_id, run_id))["state"] in ("success", "failed") and run,
+        300.0,
+        interval=1.0,
+        context=lambda: api.describe_run(dag_id, run_id),
+    )
+    assert run["state"] == "success", api.describe_run(dag_id, run_id)
+    tasks = scenario.tasks()
+    assert len(tasks) == 3
+    # Whatever was retried re-attached: every generation accepted and billed once.
+    assert all(c["accepted"] == 1 for c in tasks.values()), tasks
+    assert sorted(c["images_billed"] for c in tasks.values()) == [1, 2, 2]
+    tries = {ti["task_id"]: ti["try_number"] for ti in api.task_instances(dag_id, run_id)}
+    scenario.detail("outage (s)", round(outage, 1))
+    scenario.detail("tries", ", ".join(f"{task}={n}" for task, n in sorted(tries.items())))
+    scenario.detail("processes restarted after", ", ".join(revived) or "none")
+
+
+# -- 10 --------------------------------------------------------------------------------------------
+@pytest.mark.scenario("10 2,000 images, mapped, pool-limited")
+def test_large_mapped_run_within_a_pool_pays_each_image_once(
+    scenario: Scenario, deployment: Deployment, repetition: int
+) -> None:
+    api = scenario.api
+    dag_id = dags.BIG_RUN
+    tasks_count, images = dags.BIG_RUN_TASKS, dags.BIG_RUN_IMAGES
+    api.create_pool(dags.SUBMISSION_POOL, dags.SUBMISSION_SLOTS)
+    # Long enough that many tasks wait (deferred, holding no slot) while the pool admits the next.
+    scenario.emulator.configure(latency=20.0)
+    requests_before = scenario.emulator.counters()["requests"]
+    started = time.monotonic()
+    run_id = scenario.trigger(dag_id)
+    scenario.expect(generations=tasks_count * dags.BIG_RUN_PROMPTS, images=images)
+
+    sampler = Sampler(lambda: deployment.ti_states(dag_id, run_id), interval=1.0)
+    with sampler.running():
+        run = api.wait_for_run(dag_id, run_id, 600.0 + 3.0 * tasks_count)
+    wall = time.monotonic() - started
+    assert run["state"] == "success", deployment.ti_states(dag_id, run_id)
+    running = [s.get("running", 0) for _, s in sampler.samples if isinstance(s, dict)]
+    deferred = [s.get("deferred", 0) for _, s in sampler.samples if isinstance(s, dict)]
+    # The pool held the submitting (running) tasks to its slots; waiting happened in the triggerers.
+    assert running and max(running) <= dags.SUBMISSION_SLOTS, max(running)
+    assert max(deferred) > dags.SUBMISSION_SLOTS
+    tasks = scenario.tasks()
+    assert len(tasks) == tasks_count * dags.BIG_RUN_PROMPTS
+    assert all(
+        c == {"submissions": 1, "accepted": 1, "images_billed": dags.BIG_RUN_RESULTS} for c in tasks.values()
+    )
+    assert sum(c["images_billed"] for c in tasks.values()) == images
+    requests = scenario.emulator.counters()["requests"] - requests_before
+    slot_seconds = sum(running) * sampler.interval
+    scenario.detail("images", images)
+    scenario.detail("wall time (s)", round(wall))
+    scenario.detail("images per minute", round(images / wall * 60))
+    scenario.detail("HTTP requests per image", round(requests / images, 3))
+    scenario.detail("worker slots held (max / slot-seconds)", f"{max(running)} / {slot_seconds:.0f}")
+    scenario.detail("max deferred at once", max(deferred))
