@@ -31,6 +31,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+#: How long a page or an element may take: Airflow's UI is a large script bundle, slow to start on a
+#: busy 2-core machine (Playwright's default is 30 s).
+UI_TIMEOUT_MS = 90_000
 #: Where screenshots go: a temporary folder, or docs/ with ``make screenshots``.
 SCREENSHOTS = Path(os.environ.get("BFL_SCREENSHOTS_DIR") or tempfile.mkdtemp(prefix="bfl-screenshots-"))
 
@@ -39,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The first test also waits for the site to come up (migrate, api-server, the pipeline run)."""
     for item in items:
         if item.path.parent == Path(__file__).parent:
-            item.add_marker(pytest.mark.timeout(400))
+            item.add_marker(pytest.mark.timeout(600))
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +53,10 @@ def site_emulator() -> Iterator[RunwareEmulator]:
 
 
 @pytest.fixture(scope="session")
-def site(site_emulator: RunwareEmulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowSite]:
+def site_starting(
+    site_emulator: RunwareEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowSite]:
+    """The site's pipeline run, started (Chromium launches while it makes the database and images)."""
     connection = json.dumps(
         {
             "conn_type": "bfl",
@@ -63,15 +69,21 @@ def site(site_emulator: RunwareEmulator, tmp_path_factory: pytest.TempPathFactor
     try:
         airflow_site.prepare()
         airflow_site.start_pipeline_run()
-        airflow_site.start_api_server()
-        airflow_site.wait_for_review()
         yield airflow_site
     finally:
         airflow_site.stop()
 
 
 @pytest.fixture(scope="session")
-def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def site(site_starting: AirflowSite) -> AirflowSite:
+    """The api-server up and the pipeline run waiting for its reviewer."""
+    site_starting.start_api_server()
+    site_starting.wait_for_review()
+    return site_starting
+
+
+@pytest.fixture(scope="session")
+def browser_context(site_starting: AirflowSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make browser-deps`")
     from playwright.sync_api import sync_playwright
@@ -84,6 +96,8 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000},
         )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        context.set_default_navigation_timeout(UI_TIMEOUT_MS)
         try:
             yield context
         finally:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -29,6 +30,8 @@ BIN = Path(sys.executable).parent
 DAG_ID = "example_bfl_catalogue_pipeline"
 PASSWORDS = {"reviewer": "reviewer-pw", "outsider": "outsider-pw", "admin": "admin-pw"}
 ROLES = {"reviewer": "user", "outsider": "user", "admin": "admin"}
+#: Printed by the pipeline's process once the metadata database is made.
+DB_READY = "BFL-SITE-DB-READY"
 
 
 def wait_for(
@@ -84,6 +87,7 @@ class AirflowSite:
             "AIRFLOW__API_AUTH__JWT_SECRET": "browser-tests-jwt-secret-0123456789abcdef",
             "AIRFLOW__CORE__FERNET_KEY": "",
             "AIRFLOW_CONN_BFL_DEFAULT": self.connection,
+            "PYTHONUNBUFFERED": "1",  # the logs are read while the processes run
         }
 
     def prepare(self) -> None:
@@ -97,13 +101,6 @@ class AirflowSite:
         (self.root / "pythonpath").mkdir()
         shutil.copy(
             Path(__file__).parent / "auth_manager.py", self.root / "pythonpath" / "bfl_browser_auth.py"
-        )
-        subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"],
-            env=self.env(),
-            check=True,
-            capture_output=True,
-            timeout=300,
         )
 
     def _start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
@@ -120,6 +117,14 @@ class AirflowSite:
         return process, log
 
     def start_api_server(self) -> None:
+        """Once the pipeline's process has made the database (the api-server needs its tables)."""
+        wait_for(
+            "the database",
+            lambda: DB_READY in self.pipeline_log.read_text(errors="replace"),
+            180,
+            self.pipeline,
+            self.pipeline_log,
+        )
         process, log = self._start(
             "api-server",
             [str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -131,12 +136,19 @@ class AirflowSite:
             except httpx.HTTPError:
                 return False
 
-        wait_for("the api-server", healthy, 120, process, log)
+        wait_for("the api-server", healthy, 240, process, log)  # slow on a loaded 2-core machine
 
     def start_pipeline_run(self) -> None:
-        """The pipeline with a human reviewer: it lands and checks 8 images, then waits for review."""
+        """
+        Make the database, then run the pipeline with a human reviewer: it lands and checks 8 images,
+        then waits for review. One process does both (``airflow db migrate`` would be one more
+        interpreter importing Airflow); the api-server starts once the database is there.
+        """
         code = (
             "import sys\n"
+            "from airflow.utils.db import initdb\n"
+            "initdb()\n"
+            f"print({DB_READY!r}, flush=True)\n"
             "from airflow.dag_processing.dagbag import DagBag\n"
             f"bag = DagBag(dag_folder={str(self.root / 'home' / 'dags')!r})\n"
             f"dag = bag.dags[{DAG_ID!r}]\n"
@@ -176,13 +188,17 @@ class AirflowSite:
 
             return dict(wait_for("the review request", awaiting, timeout, self.pipeline, self.pipeline_log))
 
+    def run_state(self, api: httpx.Client) -> str:
+        return str(api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{quote(self.run_id, safe='')}").json()["state"])
+
     def stop(self) -> None:
+        """Throw-away processes: a few seconds to stop, then killed (a graceful api-server takes 15)."""
         for process in reversed(self.processes):
             if process.poll() is None:
                 os.killpg(process.pid, 15)
         for process in self.processes:
             try:
-                process.wait(15)
+                process.wait(3)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, 9)
                 process.wait(5)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from airflow_provider_bfl.ui import urls
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import UI_TIMEOUT_MS, screenshot
 from tests.browser.site import DAG_ID, AirflowSite, wait_for
 
 IMAGES_IN_RUN = 8
@@ -30,7 +30,7 @@ def _decoded(target: Any, expected: int) -> int:
     """Scroll through (lazy images load when near the viewport), then count decoded images."""
     target.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     target.wait_for_function(
-        f"() => document.images.length >= {expected} && ({ALL_DECODED})()", timeout=30_000
+        f"() => document.images.length >= {expected} && ({ALL_DECODED})()", timeout=UI_TIMEOUT_MS
     )
     target.evaluate("window.scrollTo(0, 0)")
     return int(target.evaluate(DECODED_COUNT))
@@ -69,9 +69,11 @@ def test_gallery_tab_on_the_dag_run_page(page_as: Any, site: AirflowSite) -> Non
     """The plugin's external view: Airflow's own DAG run page embeds the gallery."""
     page = page_as("reviewer")
     page.goto(f"{site.base_url}/dags/{DAG_ID}/runs/{quote(site.run_id, safe='')}/plugin/bfl-images-dag-run")
-    iframe = page.wait_for_selector("iframe[src*='bfl-gallery/run/']", state="attached", timeout=30_000)
+    iframe = page.wait_for_selector(
+        "iframe[src*='bfl-gallery/run/']", state="attached", timeout=UI_TIMEOUT_MS
+    )
     frame = iframe.content_frame()
-    frame.wait_for_selector("figure.card", timeout=30_000)
+    frame.wait_for_selector("figure.card", timeout=UI_TIMEOUT_MS)
     assert _decoded(frame, IMAGES_IN_RUN) == IMAGES_IN_RUN
     screenshot(page, "gallery-dag-run-tab.png")
 
@@ -113,13 +115,13 @@ def test_review_page_shows_the_thumbnails(page_as: Any, site: AirflowSite) -> No
     page.goto(
         f"{site.base_url}/dags/{DAG_ID}/runs/{quote(site.run_id, safe='')}/tasks/human_review/required_actions"
     )
-    page.wait_for_selector("img[src*='/bfl-gallery/thumb/']", timeout=30_000)
+    page.wait_for_selector("img[src*='/bfl-gallery/thumb/']", timeout=UI_TIMEOUT_MS)
     thumbs = page.locator("img[src*='/bfl-gallery/thumb/']")
     assert thumbs.count() == IMAGES_IN_RUN
     page.wait_for_function(
         "() => [...document.querySelectorAll(\"img[src*='/bfl-gallery/thumb/']\")]"
         ".every(i => i.complete && i.naturalWidth > 0)",
-        timeout=30_000,
+        timeout=UI_TIMEOUT_MS,
     )
     assert page.get_by_text("Leave out").count() >= 1
     assert page.get_by_role("button", name="Publish").count() >= 1
@@ -152,7 +154,7 @@ def test_rejecting_the_batch_ends_the_run_failed(site: AirflowSite) -> None:
             json={"chosen_options": ["Reject the batch"], "params_input": {"leave_out": []}},
         )
         assert answer.status_code == 200, answer.text
-        wait_for("the pipeline run to end", lambda: site.pipeline.poll() is not None, 90)
+        wait_for("the pipeline run to end", lambda: site.run_state(reviewer) != "running", 90)
         states = {
             ti["task_id"]: ti["state"]
             for ti in reviewer.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances").json()[
