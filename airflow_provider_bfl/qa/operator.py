@@ -8,13 +8,12 @@ every decision lives in those functions, so the TaskFlow and operator paths cann
 
 from __future__ import annotations
 
-import ast
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_bfl._rendered import decode_rendered
 from airflow_provider_bfl.qa.config import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DOMINANT_SHARE,
@@ -124,7 +123,7 @@ class BflImageQAOperator(BaseOperator):
         settings: dict[str, Any] = {**self.check_policies, **self.thresholds}
         if not validate_only:
             policies = self.policies
-            settings["policies"] = _decoded(policies, "policies") if isinstance(policies, str) else policies
+            settings["policies"] = decode_rendered(policies, parameter="policies", error=QAInputError)
             settings["quarantine_prefix"] = self.quarantine_prefix or None
         settings["conn_id"] = self.conn_id
         return QAConfig.from_kwargs(**settings)
@@ -167,26 +166,10 @@ class BflImageQAOperator(BaseOperator):
 
 def _records(images: Any) -> Any:
     """The rendered ``images`` as records: text decoded, a mapped task's list of lists flattened."""
-    if isinstance(images, str):
-        images = _decoded(images, "images")
+    images = decode_rendered(images, parameter="images", error=QAInputError)
     if isinstance(images, Mapping) or not isinstance(images, Iterable):
         return images  # evaluate() refuses it with a message that says what it expects
     items = list(images)
     if items and all(isinstance(item, list | tuple) for item in items):
         return [record for group in items for record in group]
     return items
-
-
-def _decoded(value: str, name: str) -> Any:
-    """A rendered template's text back to data: JSON, or the Python repr Jinja gives a list."""
-    text = value.strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise QAInputError(
-            f"{name}: got text that is neither JSON nor a Python literal: {text!r:.120}", parameter=name
-        ) from None
