@@ -118,6 +118,10 @@ class AirflowApi:
             context=lambda: self.describe_run(dag_id, run_id),
         )
 
+    def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
+        response = self.http.patch(f"/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}", json={"state": state})
+        _check(response)
+
     def describe_run(self, dag_id: str, run_id: str) -> str:
         """Run and task states, for failure messages."""
         try:
