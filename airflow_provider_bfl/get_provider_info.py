@@ -117,6 +117,10 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Seconds between progress lines while waiting",
                         "schema": {**_NUMBER, "default": 15},
                     },
+                    "namespace": {
+                        "label": "Namespace of derived taskUUIDs (default: this deployment's own)",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
