@@ -33,14 +33,12 @@ import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from airflow_provider_bfl import _flows, defaults
 from airflow_provider_bfl._envelope import ApiError, Envelope
 from airflow_provider_bfl._flows import PollSettings, Waiting
 from airflow_provider_bfl._status import check_scope, merge
 from airflow_provider_bfl.exceptions import BflError, BflServerError
-from airflow_provider_bfl.hooks._transport import ConnectionSettings, arun_flow, client_options
+from airflow_provider_bfl.hooks._transport import ConnectionSettings, arun_flow, new_async_client
 
 if TYPE_CHECKING:
     from airflow_provider_bfl.models.results import TaskStatus
@@ -100,7 +98,7 @@ class PollCoalescer:
     def __init__(self, settings: ConnectionSettings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self._loop = loop
-        self._client = httpx.AsyncClient(**client_options(settings))
+        self._client = new_async_client(settings)
         #: Registered waits by ``id()`` (a wait is registered until it leaves, so ids stay unique).
         self._waits: dict[int, _Wait] = {}
         self._wake = asyncio.Event()

@@ -5,9 +5,10 @@ Shared by :class:`~airflow_provider_bfl.hooks.bfl.BflHook` and the poll coalesce
 imports the other). Each API call is bounded three ways, whatever the server does:
 
 * **Time**: a *total* deadline per call (the ``timeout`` extra, and never past the wait's own
-  deadline, see :func:`call_deadline`). httpx's timeouts are per read, so a server dripping one
-  byte every half second would defeat them; here the async driver cancels the call at its
-  deadline and the blocking driver shuts the socket down from a watchdog.
+  deadline, see :func:`call_seconds`). httpx's timeouts are per read, so a server dripping one
+  byte every half second would defeat them; both clients are built on the deadline transports
+  of :mod:`airflow_provider_bfl._deadline` (landing's too), which cut every socket operation to
+  the time left, headers included.
 * **Size**: the body is read raw and inflated here, chunk by chunk, and the call fails with
   :class:`~airflow_provider_bfl.exceptions.BflResponseTooLargeError` as soon as the *decoded*
   size passes the budget of the request (:func:`response_budget`): a 1 MB gzip body that inflates
@@ -18,11 +19,8 @@ imports the other). Each API call is bounded three ways, whatever the server doe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
-import socket
-import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -33,6 +31,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from airflow_provider_bfl import __version__, defaults
+from airflow_provider_bfl._deadline import (
+    AsyncDeadlineTransport,
+    DeadlineTransport,
+    deadline_passed,
+    total_deadline,
+)
 from airflow_provider_bfl._flows import Flow, PollSettings, Reply, Send, Sleep
 from airflow_provider_bfl._retry import RetryPolicy
 from airflow_provider_bfl.exceptions import (
@@ -179,7 +183,7 @@ def _check_limits(conn_id: str, extra: Mapping[str, Any]) -> None:
 
 def client_options(settings: ConnectionSettings) -> dict[str, Any]:
     """
-    Keyword arguments of the hook's HTTP clients (sync and async alike).
+    Keyword arguments of the hook's HTTP clients (sync and async alike; see :func:`new_client`).
 
     The key rides in the client's default headers, set once (httpx shows it as ``[secure]`` in
     any repr), instead of being merged into every request. Only encodings this module can inflate
@@ -212,23 +216,22 @@ def response_budget(settings: ConnectionSettings, send: Send) -> int:
     return defaults.RESPONSE_ENVELOPE_BYTES + per_task + send.images * settings.max_response_bytes_per_image
 
 
-def call_deadline(settings: ConnectionSettings, send: Send) -> float:
+def call_seconds(settings: ConnectionSettings, send: Send) -> float:
     """
-    The monotonic time by which this call must be over.
+    Seconds this call may take in all (its total deadline, enforced by :mod:`airflow_provider_bfl._deadline`).
 
     At most ``timeout`` seconds, and never past the wait's deadline, except that a call starting
     at that deadline (within ``LAST_POLL_WINDOW`` of it, or after it) gets ``LAST_POLL_GRACE``
     seconds: the last poll of a wait is made at its deadline, to report the images finished
     meanwhile.
     """
-    now = time.monotonic()
-    limit = now + settings.timeout
+    seconds = settings.timeout
     if send.deadline is not None:
         until_wait_deadline = send.deadline - time.time()
         if until_wait_deadline < defaults.LAST_POLL_WINDOW:
             until_wait_deadline = defaults.LAST_POLL_GRACE  # the last poll, made at the deadline
-        limit = min(limit, now + until_wait_deadline)
-    return limit
+        seconds = min(seconds, until_wait_deadline)
+    return seconds
 
 
 class _Body:
@@ -292,10 +295,6 @@ class _Body:
         self._parts.append(data)
 
 
-def _deadline_passed(seconds: float) -> httpx.ReadTimeout:
-    return httpx.ReadTimeout(f"no complete answer within the call's total deadline of {seconds:.1f}s")
-
-
 def _reply(response: httpx.Response, body: _Body, settings: ConnectionSettings) -> Reply:
     return Reply(response.status_code, response.headers, settings.redactor.body(body.content()))
 
@@ -303,62 +302,71 @@ def _reply(response: httpx.Response, body: _Body, settings: ConnectionSettings) 
 # -- drivers ----------------------------------------------------------------------------------------
 
 
-def _shutdown_socket(response: httpx.Response) -> None:
-    """Watchdog: end a blocking read that outlived the call's deadline (the read then fails)."""
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+def new_client(settings: ConnectionSettings) -> httpx.Client:
+    """The blocking API client: every call through it honours :func:`total_deadline`."""
+    return httpx.Client(transport=DeadlineTransport(), **client_options(settings))
+
+
+def new_async_client(settings: ConnectionSettings) -> httpx.AsyncClient:
+    """The async API client (triggerer): every call through it honours :func:`total_deadline`."""
+    return httpx.AsyncClient(transport=AsyncDeadlineTransport(), **client_options(settings))
+
+
+def _timed_out(seconds: float) -> httpx.ReadTimeout:
+    return httpx.ReadTimeout(f"no complete answer within the call's total deadline of {seconds:.1f}s")
 
 
 def post(client: httpx.Client, settings: ConnectionSettings, send: Send) -> Reply:
-    """One bounded POST with blocking I/O; raises ``httpx.TransportError`` (timeouts included)."""
-    deadline = call_deadline(settings, send)
+    """
+    One POST with blocking I/O, over by its total deadline (:func:`call_seconds`); raises
+    ``httpx.TransportError`` (timeouts included). ``client`` is made by :func:`new_client`.
+    """
+    seconds = call_seconds(settings, send)
     budget = response_budget(settings, send)
-    started = time.monotonic()
-    remaining = deadline - started
-    request = client.build_request("POST", settings.base_url, json=send.tasks, timeout=_timeout(remaining))
-    response = client.send(request, stream=True)
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown_socket, (response,))
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        body = _Body(response, budget)
-        for chunk in response.iter_raw():
-            if time.monotonic() >= deadline:
-                raise _deadline_passed(remaining)
-            body.feed(chunk)
-        return _reply(response, body, settings)
-    except httpx.TransportError:
-        if time.monotonic() >= deadline:
-            raise _deadline_passed(remaining) from None
-        raise
-    finally:
-        watchdog.cancel()
-        response.close()
+    with total_deadline(seconds):
+        try:
+            request = client.build_request(
+                "POST", settings.base_url, json=send.tasks, timeout=_timeout(seconds)
+            )
+            response = client.send(request, stream=True)
+            try:
+                body = _Body(response, budget)
+                for chunk in response.iter_raw():
+                    body.feed(chunk)
+                    if deadline_passed():  # a proxied connection has no per-read clamp
+                        raise _timed_out(seconds)
+                return _reply(response, body, settings)
+            finally:
+                response.close()
+        except httpx.TransportError:
+            if deadline_passed():
+                raise _timed_out(seconds) from None
+            raise
 
 
 async def apost(client: httpx.AsyncClient, settings: ConnectionSettings, send: Send) -> Reply:
-    """Async twin of :func:`post`: the whole call is cancelled at its deadline."""
-    deadline = call_deadline(settings, send)
+    """Async twin of :func:`post` (``client`` made by :func:`new_async_client`); never blocks the loop."""
+    seconds = call_seconds(settings, send)
     budget = response_budget(settings, send)
-    remaining = deadline - time.monotonic()
-    try:
-        async with asyncio.timeout(remaining):
+    with total_deadline(seconds):
+        try:
             request = client.build_request(
-                "POST", settings.base_url, json=send.tasks, timeout=_timeout(remaining)
+                "POST", settings.base_url, json=send.tasks, timeout=_timeout(seconds)
             )
             response = await client.send(request, stream=True)
             try:
                 body = _Body(response, budget)
                 async for chunk in response.aiter_raw():
                     body.feed(chunk)
+                    if deadline_passed():
+                        raise _timed_out(seconds)
                 return _reply(response, body, settings)
             finally:
                 await response.aclose()
-    except TimeoutError:
-        raise _deadline_passed(remaining) from None
+        except httpx.TransportError:
+            if deadline_passed():
+                raise _timed_out(seconds) from None
+            raise
 
 
 def _cleaned(error: BflError, redactor: Redactor) -> BflError:
@@ -368,7 +376,7 @@ def _cleaned(error: BflError, redactor: Redactor) -> BflError:
 
 
 def run_flow(client: httpx.Client, settings: ConnectionSettings, flow: Flow[T]) -> T:
-    """Run a flow with blocking I/O on ``client`` (made with :func:`client_options`)."""
+    """Run a flow with blocking I/O on ``client`` (made with :func:`new_client`)."""
     reply: Any = None
     try:
         while True:
@@ -390,7 +398,7 @@ def run_flow(client: httpx.Client, settings: ConnectionSettings, flow: Flow[T]) 
 
 
 async def arun_flow(client: httpx.AsyncClient, settings: ConnectionSettings, flow: Flow[T]) -> T:
-    """Run a flow with async I/O on ``client`` (made with :func:`client_options`); never blocks the loop."""
+    """Run a flow with async I/O on ``client`` (made with :func:`new_async_client`); never blocks the loop."""
     reply: Any = None
     try:
         while True:

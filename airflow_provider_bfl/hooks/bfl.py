@@ -30,7 +30,8 @@ from airflow_provider_bfl.hooks._coalescer import coalescer_for
 from airflow_provider_bfl.hooks._transport import (
     ConnectionSettings,
     arun_flow,
-    client_options,
+    new_async_client,
+    new_client,
     run_flow,
     settings_from_connection,
 )
@@ -144,12 +145,12 @@ class BflHook(BaseHook):
     def get_conn(self) -> httpx.Client:
         """The pooled HTTP client of this hook (created on first use)."""
         if self._client is None:
-            self._client = httpx.Client(**client_options(self.settings))
+            self._client = new_client(self.settings)
         return self._client
 
     async def aget_conn(self) -> httpx.AsyncClient:
         if self._async_client is None:
-            self._async_client = httpx.AsyncClient(**client_options(await self.asettings()))
+            self._async_client = new_async_client(await self.asettings())
         return self._async_client
 
     def close(self) -> None:

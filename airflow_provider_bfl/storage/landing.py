@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from airflow_provider_bfl._deadline import DeadlineTransport, deadline_passed, total_deadline
 from airflow_provider_bfl.exceptions import (
     BflError,
     BflImageExpiredError,
@@ -47,7 +48,6 @@ from airflow_provider_bfl.exceptions import (
     BflLandingError,
     BflMalformedResponseError,
 )
-from airflow_provider_bfl.storage.deadline import DeadlineTransport, deadline_passed, total_deadline
 from airflow_provider_bfl.storage.integrity import EXTENSIONS, MAX_BYTES, ImageFacts, verify
 
 if TYPE_CHECKING:

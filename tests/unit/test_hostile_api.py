@@ -147,6 +147,39 @@ def test_the_timeout_extra_is_a_total_deadline_per_call(serve: Any) -> None:
     assert_no_key(str(caught.value))
 
 
+def drip_headers(request: Request) -> Iterator[bytes]:
+    """A status line and a header that never end: one byte every 0.5 s (~80 min for all of it)."""
+    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+        time.sleep(0.5)
+        yield bytes([byte])
+
+
+def test_the_total_deadline_also_bounds_the_header_phase(serve: Any) -> None:
+    """Before: the blocking client's watchdog started only once the headers were in, so headers
+    dripped one byte every 0.5 s held the call as long as the server liked (each read < 1 s)."""
+    serve(drip_headers, timeout=1, max_retries=0)
+    hook = BflHook()
+    started = time.monotonic()
+    try:
+        with pytest.raises(exc.BflServerError, match=r"total deadline of 1\.0s"):
+            hook.get_status({TASK: 1})
+    finally:
+        hook.close()
+    assert time.monotonic() - started < 1.8
+
+
+async def test_the_async_total_deadline_also_bounds_the_header_phase(serve: Any) -> None:
+    serve(drip_headers, timeout=1, max_retries=0)
+    hook = BflHook()
+    started = time.monotonic()
+    try:
+        with pytest.raises(exc.BflServerError, match=r"total deadline of 1\.0s"):
+            await hook.aget_status({TASK: 1})
+    finally:
+        await hook.aclose()
+    assert time.monotonic() - started < 1.8
+
+
 # -- the decoded size of every answer is capped -------------------------------------------------------------------
 
 
