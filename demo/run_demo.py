@@ -156,7 +156,28 @@ def main() -> int:
         if quarantined:
             print(f">>>   quarantined: {_folder(quarantined)}")
         print(f">>>   contact sheet: {sheet}")
+        if _run_product_edit(output_dir) != "success":
+            return 1
     return 0
+
+
+def _run_product_edit(output_dir: Path) -> str:
+    """The product photos, each edited into a scene with FLUX.1 Kontext (the photo as reference)."""
+    from airflow_provider_bfl.testing.dag_runs import load_dag_file, xcom
+
+    print("\n>>> Product photos into lifestyle scenes (FLUX.1 Kontext, the photo as reference image)")
+    dag_file = REPO / "example_dags" / "example_bfl_product_edit.py"
+    run = load_dag_file(dag_file, "example_bfl_product_edit").test(
+        run_conf={"destination": f"file://{output_dir}", "review": "auto"}
+    )
+    print(f">>> DAG run {run.run_id}: {run.state}")
+    verdicts = xcom(run, "qa") or []
+    for verdict in verdicts:
+        reference = str(verdict["references"][0]).rsplit("/", 1)[-1]
+        size = f"{verdict['width']}x{verdict['height']}"
+        print(f"    {verdict['key']:<10} reference {reference:<14} -> {size}  QA {verdict['qa']['action']}")
+    print(f">>>   edits: {_folder([v['storedURI'] for v in verdicts])}")
+    return str(run.state)
 
 
 if __name__ == "__main__":

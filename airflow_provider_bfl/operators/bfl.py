@@ -129,6 +129,7 @@ class BflImageInferenceOperator(BaseOperator):
         "keys",
         "regenerate",
         "reference_images",
+        "model",
         *_requests.MODEL_KEYWORDS,
         *_requests.PROVIDER_KEYWORDS,
     )

@@ -147,3 +147,25 @@ def test_an_unknown_model_lists_every_served_model(api: Api) -> None:
     error = api.post([image_task(model="bfl:99@1")]).json()["errors"][0]
     assert error["code"] == "unknownModel"
     assert error["allowedValues"] == list(registry.models())
+
+
+def test_a_rendering_with_a_reference_shows_it_framed_in_the_corner() -> None:
+    """What the emulator draws for a request with references: the product visible next to the scene."""
+    from PIL import Image
+
+    from airflow_provider_bfl.testing.emulator.rendering import ImageRenderer, RenderKey
+    from airflow_provider_bfl.testing.emulator.validation import parse_reference
+
+    reference = parse_reference(DATA_URI)
+    assert not isinstance(reference, str) and reference.thumbnail is not None
+    renderer = ImageRenderer()
+    plain = RenderKey(seed=3, width=512, height=384, output_format="PNG", quality=0, blank=False)
+    with_ref = plain._replace(reference=reference.thumbnail)
+    with (
+        Image.open(io.BytesIO(renderer.render(with_ref))) as image,
+        Image.open(io.BytesIO(renderer.render(plain))) as without,
+    ):
+        # 40x30 scaled to a quarter of the short side (96x72), framed by 4 px, 9 px from the corner
+        inside = (512 - 9 - (96 + 8) // 2, 384 - 9 - (72 + 8) // 2)
+        assert image.getpixel(inside)[:3] == (10, 160, 60)
+        assert image.getpixel((5, 5)) == without.getpixel((5, 5))  # the rest is the same picture

@@ -181,3 +181,23 @@ def test_catalogue_pipeline_human_review(bfl_conn: RunwareEmulator, tmp_path: Pa
         assert states["human_review"] == "failed" and states["publish"] == "upstream_failed"
         assert run.state == "failed"
         assert not (tmp_path / "published").exists()
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_product_edit_dag_edits_each_product_photo_with_it_as_reference(
+    bfl_conn: RunwareEmulator, tmp_path: Path
+) -> None:
+    """One Kontext edit per product photo, landed, QA'd and auto-reviewed; each record names its photo."""
+    dag = _installed("example_bfl_product_edit")
+    run = dag.test(run_conf={"destination": f"file://{tmp_path}", "review": "auto"})
+    states = task_states(run)
+    assert states.pop("human_review") == "skipped", states
+    assert set(states.values()) == {"success"}, states
+    photos = sorted((DAGS_FOLDER / "data" / "products").glob("*.png"))
+    verdicts = xcom(run, "qa")
+    assert [(v["key"], v["references"]) for v in verdicts] == [(p.stem, [p.as_uri()]) for p in photos]
+    assert all((v["width"], v["height"], v["qa"]["action"]) == (1248, 832, "kept") for v in verdicts)
+    assert len(xcom(run, "auto_review")["approved"]) == len(photos) == 3
+    sent = bfl_conn.received_tasks("imageInference")
+    assert {task["model"] for task in sent} == {"bfl:3@1"}
+    assert all(task["inputs"]["referenceImages"][0].startswith("data:image/png;base64,") for task in sent)

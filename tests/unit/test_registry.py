@@ -193,3 +193,14 @@ def test_the_plan_records_the_models_result_size_and_references() -> None:
 def test_largest_output_is_ultras_4_3_size() -> None:
     """2368x1792 (4.24 MP) beats 3136x1344 (4.21 MP) and 2048x2048 (4.19 MP, also the FLUX.2 maximum)."""
     assert registry.largest_output_pixels() == 2368 * 1792
+
+
+def test_the_readme_documents_every_model_with_its_price_and_an_example() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("\n## Models\n", 1)[1].split("\n## ", 1)[0]
+    for air, spec in registry.models().items():
+        (row,) = [line for line in section.splitlines() if line.startswith(f"| {spec.name} | `{air}` |")]
+        assert row.rstrip(" |").endswith(spec.price_text), air
+        assert f'model="{air}"' in section or air == "bfl:2@1", air  # an example per model

@@ -1,7 +1,9 @@
 """Real, deterministic placeholder images, so download/decode/QA code paths see genuine files.
 
 Each image is a seeded smooth gradient with a few seeded shapes: never near-uniform, identical for the
-same (seed, size, format, quality) and perceptually distinct across seeds. Pillow is imported only when
+same (seed, size, format, quality) and perceptually distinct across seeds. A request with reference
+images gets the first one as a framed thumbnail in the bottom-right corner, so an edit visibly
+derives from its product. Pillow is imported only when
 an image is actually rendered, and encoded bytes are kept in a byte-bounded LRU because benchmarks ask
 for the same sizes over and over.
 """
@@ -26,6 +28,8 @@ class RenderKey(NamedTuple):
     output_format: str
     quality: int
     blank: bool
+    #: A small PNG of the request's first reference image, drawn into the corner (None: none).
+    reference: bytes | None = None
 
 
 class ImageRenderer:
@@ -64,6 +68,8 @@ def _encode(key: RenderKey) -> bytes:
         image = Image.new("RGB", (key.width, key.height), BLANK_COLOR)
     else:
         image = _draw(key.seed, key.width, key.height)
+    if key.reference is not None:
+        _paste_reference(image, key.reference)
     buffer = io.BytesIO()
     options: dict[str, Any]
     if key.output_format == "JPG":
@@ -109,6 +115,23 @@ def _draw(seed: int, width: int, height: int) -> Any:
                 [(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=_color(rng)
             )
     return image
+
+
+def _paste_reference(image: Any, thumbnail: bytes) -> None:
+    """The reference, a quarter of the short side, framed in white in the bottom-right corner."""
+    from PIL import Image
+
+    side = max(min(image.width, image.height) // 4, 16)
+    with Image.open(io.BytesIO(thumbnail)) as opened:
+        reference = opened.convert("RGB")
+    scale = side / max(reference.size)
+    reference = reference.resize(
+        (max(int(reference.width * scale), 1), max(int(reference.height * scale), 1))
+    )
+    frame = Image.new("RGB", (reference.width + 8, reference.height + 8), (255, 255, 255))
+    frame.paste(reference, (4, 4))
+    margin = max(side // 10, 4)
+    image.paste(frame, (image.width - frame.width - margin, image.height - frame.height - margin))
 
 
 def _color(rng: random.Random) -> tuple[int, int, int]:
