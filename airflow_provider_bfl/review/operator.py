@@ -27,6 +27,7 @@ from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 
+from airflow_provider_bfl._rendered import decode_rendered
 from airflow_provider_bfl.exceptions import BflError
 from airflow_provider_bfl.review.body import ReviewItem, markdown_body, review_items
 
@@ -118,11 +119,7 @@ class BflImageReviewOperator(HITLOperator):
         self.inline_thumbnails = inline_thumbnails
 
     def _items(self) -> list[ReviewItem]:
-        images = self.images
-        if isinstance(images, str):
-            from airflow_provider_bfl.qa.operator import _decoded
-
-            images = _decoded(images, "images")
+        images = decode_rendered(self.images, parameter="images")
         if not isinstance(images, list | tuple):
             raise BflError(
                 f"Task {self.task_id!r}: images must be a list of image records (e.g. images=qa.output), "

@@ -90,3 +90,15 @@ def test_a_timeout_fails_as_a_timeout_not_as_a_reviewer_rejection(event: dict[st
         BflReviewRejectedError, match=r"nobody answered within 2:00:00; the batch is rejected"
     ):
         review.execute_complete({}, event)  # type: ignore[arg-type]
+
+
+def test_images_rendered_as_text_are_decoded_and_junk_is_a_bfl_error() -> None:
+    import json
+
+    from airflow_provider_bfl.exceptions import BflError
+    from airflow_provider_bfl.review.operator import BflImageReviewOperator
+
+    review = BflImageReviewOperator(task_id="r", images=json.dumps([_verdict(1), _verdict(2)]))
+    assert [item.number for item in review._items()] == [1, 2]
+    with pytest.raises(BflError, match="images"):
+        BflImageReviewOperator(task_id="r", images="{not json")._items()
