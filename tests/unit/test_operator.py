@@ -46,7 +46,8 @@ def test_keyword_request_generates_and_returns_small_json(bfl_conn: RunwareEmula
     assert len(results) == 2
     assert {entry["seed"] for entry in results} == {7, 8}
     assert all(
-        set(entry) <= {"taskType", "taskUUID", "imageUUID", "imageURL", "seed", "cost", "NSFWContent", "prompt"}
+        set(entry)
+        <= {"taskType", "taskUUID", "imageUUID", "imageURL", "seed", "cost", "NSFWContent", "prompt"}
         for entry in results
     )
     assert {entry["prompt"] for entry in results} == {"a red bicycle"}  # ties each image to its request
