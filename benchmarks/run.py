@@ -27,7 +27,14 @@ from benchmarks._common import BenchResult, Row, prepare_airflow_env
 
 #: In the order they run: landing last, as it leaves gigabytes of page cache to write back, which
 #: would disturb whatever ran next on a small machine. The table is sorted by target number.
-BENCHMARKS = ("batch_latency", "triggerer_scale", "parse_cost", "client_overhead", "landing_memory")
+BENCHMARKS = (
+    "batch_latency",
+    "triggerer_scale",
+    "parse_cost",
+    "client_overhead",
+    "response_scale",
+    "landing_memory",
+)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 

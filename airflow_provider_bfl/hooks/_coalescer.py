@@ -38,7 +38,13 @@ from airflow_provider_bfl._envelope import ApiError, Envelope
 from airflow_provider_bfl._flows import PollSettings, Waiting
 from airflow_provider_bfl._status import check_scope, merge
 from airflow_provider_bfl.exceptions import BflError, BflServerError
-from airflow_provider_bfl.hooks._transport import ConnectionSettings, arun_flow, new_async_client
+from airflow_provider_bfl.hooks._transport import (
+    OFF_LOOP_ITEMS,
+    ConnectionSettings,
+    arun_flow,
+    new_async_client,
+    off_loop,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_bfl.models.results import TaskStatus
@@ -279,48 +285,34 @@ class PollCoalescer:
         except Exception as unexpected:  # a bug must end the waits with an error, never strand them
             log.exception("Runware poll batch failed unexpectedly")
             error = BflError(f"Polling failed unexpectedly: {type(unexpected).__name__}: {unexpected}")
-        self._answered(chunk, rounds, envelope, error)
+        merged: dict[int, _Merged] = {}
+        if envelope is not None and error is None:
+            large = len(envelope.data) >= OFF_LOOP_ITEMS
+            merged = await off_loop(large, _merge_per_wait, _asked_per_wait(chunk), rounds, envelope)
+        self._answered(chunk, rounds, merged, error)
 
     def _answered(
         self,
         chunk: dict[str, list[_Wait]],
         rounds: dict[int, _Round],
-        envelope: Envelope | None,
+        merged: dict[int, _Merged],
         error: BflError | None,
     ) -> None:
-        items: dict[str, list[dict[str, Any]]] = {}
-        errors: dict[str, list[ApiError]] = {}
-        if envelope is not None:
-            for item in envelope.data:
-                items.setdefault(item["taskUUID"], []).append(item)
-            for api_error in envelope.errors:
-                if api_error.task_uuid is not None:
-                    errors.setdefault(api_error.task_uuid, []).append(api_error)
-        asked_here: dict[int, tuple[_Wait, list[str]]] = {}
-        for uuid, waits in chunk.items():
-            for wait in waits:
-                asked_here.setdefault(id(wait), (wait, []))[1].append(uuid)
-        for wait, uuids in asked_here.values():
+        """Apply a batch's outcome to the rounds still waiting for it (on the loop: cheap)."""
+        for wait, uuids in _asked_per_wait(chunk).values():
             current = rounds[id(wait)]
             if wait.round is not current or wait.future.done():  # left, or its round expired
                 continue
-            if error is not None or envelope is None:
+            outcome = merged.get(id(wait))
+            if error is not None or outcome is None:
                 current.error = current.error or error
+            elif isinstance(outcome, BflError):
+                current.error = current.error or outcome
             else:
-                mine = Envelope(
-                    envelope.status_code,
-                    data=[item for uuid in uuids for item in items.get(uuid, ())],
-                    errors=[api_error for uuid in uuids for api_error in errors.get(uuid, ())],
-                )
-                try:
-                    current.mentioned |= merge({uuid: current.asked[uuid] for uuid in uuids}, mine)
-                except BflError as failure:
-                    current.error = current.error or failure
-                except Exception as unexpected:  # never strand a wait on a bug: end it with the error
-                    log.exception("Merging a Runware poll answer failed unexpectedly")
-                    current.error = current.error or BflError(
-                        f"Reading the poll answer failed: {type(unexpected).__name__}: {unexpected}"
-                    )
+                updated, mentioned = outcome
+                for uuid in uuids:
+                    _adopt(current.asked[uuid], updated[uuid])
+                current.mentioned |= mentioned
             current.batches -= 1
             if current.batches == 0:
                 self._end_round(wait, current)
@@ -354,3 +346,60 @@ class PollCoalescer:
         )
         wait.earliest = wait.due - early
         self._wake.set()
+
+
+#: One wait's share of a batch answer: its statuses merged (copies) and the UUIDs mentioned, or the error.
+_Merged = tuple[dict[str, "TaskStatus"], set[str]] | BflError
+
+
+def _asked_per_wait(chunk: dict[str, list[_Wait]]) -> dict[int, tuple[_Wait, list[str]]]:
+    """The UUIDs of ``chunk`` each wait asked about, keyed by ``id(wait)``."""
+    asked: dict[int, tuple[_Wait, list[str]]] = {}
+    for uuid, waits in chunk.items():
+        for wait in waits:
+            asked.setdefault(id(wait), (wait, []))[1].append(uuid)
+    return asked
+
+
+def _merge_per_wait(
+    asked: dict[int, tuple[_Wait, list[str]]], rounds: dict[int, _Round], envelope: Envelope
+) -> dict[int, _Merged]:
+    """
+    Merge a batch answer into *copies* of each wait's statuses (safe in a worker thread).
+
+    Copies, because the loop may end a round meanwhile (its deadline passed): its statuses are then
+    reported as they were, and this answer is dropped, exactly as an answer arriving after the end.
+    """
+    items: dict[str, list[dict[str, Any]]] = {}
+    errors: dict[str, list[ApiError]] = {}
+    for item in envelope.data:
+        items.setdefault(item["taskUUID"], []).append(item)
+    for api_error in envelope.errors:
+        if api_error.task_uuid is not None:
+            errors.setdefault(api_error.task_uuid, []).append(api_error)
+    merged: dict[int, _Merged] = {}
+    for key, (_wait, uuids) in asked.items():
+        statuses = rounds[key].asked
+        copies = {
+            uuid: dataclasses.replace(statuses[uuid], results=list(statuses[uuid].results)) for uuid in uuids
+        }
+        mine = Envelope(
+            envelope.status_code,
+            data=[item for uuid in uuids for item in items.get(uuid, ())],
+            errors=[api_error for uuid in uuids for api_error in errors.get(uuid, ())],
+        )
+        try:
+            merged[key] = copies, merge(copies, mine)
+        except BflError as failure:
+            merged[key] = failure
+        except Exception as unexpected:  # never strand a wait on a bug: end it with the error
+            log.exception("Merging a Runware poll answer failed unexpectedly")
+            merged[key] = BflError(
+                f"Reading the poll answer failed: {type(unexpected).__name__}: {unexpected}"
+            )
+    return merged
+
+
+def _adopt(status: TaskStatus, merged: TaskStatus) -> None:
+    status.state, status.results = merged.state, merged.results
+    status.progress, status.error = merged.progress, merged.error

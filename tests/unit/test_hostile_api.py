@@ -6,8 +6,10 @@ to break; each failed on the code before the fix (numbers in the comments are wh
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_bfl import _status, events
+from airflow_provider_bfl import _envelope, _status, events
 from airflow_provider_bfl import exceptions as exc
 from airflow_provider_bfl.hooks.bfl import BflHook
 from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
@@ -466,3 +468,94 @@ async def test_a_bug_inside_polling_still_ends_in_one_event(mocker: Any, serve: 
     fired = await one_event(BflImageInferenceTrigger({TASK: 1}))
     assert len(fired) == 1 and fired[0]["status"] == events.ERROR
     assert "RuntimeError" in fired[0]["message"]
+
+
+# -- one large answer never stalls the event loop ----------------------------------------------------------------
+
+
+def big_answer(request: Request) -> bytes:
+    """20,000 finished items for the one task asked about (~4 MB): 10 it asked for, 19,990 beyond."""
+    (task_uuid,) = request.task_uuids
+    return envelope([result(task_uuid, image_uuid=f"img-{i:05d}", seed=i) for i in range(20_000)])
+
+
+class Recorder:
+    """Wraps a real function: which thread ran it, and how many heartbeats the loop made meanwhile."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.threads: list[int] = []
+        self.busy = False
+        self.beats_while_busy = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.threads.append(threading.get_ident())
+        self.busy = True
+        try:
+            return self.real(*args, **kwargs)
+        finally:
+            self.busy = False
+
+
+async def heartbeat(recorders: list[Recorder], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        for recorder in recorders:
+            recorder.beats_while_busy += recorder.busy
+
+
+async def test_a_large_answer_is_parsed_and_merged_off_the_event_loop(mocker: Any, serve: Any) -> None:
+    """Before: a 4 MB getResponse body was redacted, parsed (json.loads) and merged on the event loop,
+    stalling every other trigger for the whole of it (0.76 s here). Now the loop goes on meanwhile."""
+    serve(respond(big_answer))
+    parse = Recorder(_envelope.parse_envelope)
+    merge = Recorder(_status.merge)
+    mocker.patch("airflow_provider_bfl._flows.parse_envelope", autospec=True, side_effect=parse)
+    mocker.patch("airflow_provider_bfl._flows.merge", autospec=True, side_effect=merge)
+    stop = asyncio.Event()
+    beating = asyncio.ensure_future(heartbeat([parse, merge], stop))
+    hook = BflHook()
+    try:
+        statuses = await hook.aget_status({TASK: 10})
+    finally:
+        await hook.aclose()
+        stop.set()
+        await beating
+    assert statuses[TASK].done and len(statuses[TASK].results) == 10
+    loop_thread = threading.get_ident()
+    assert parse.threads and loop_thread not in parse.threads
+    assert merge.threads and loop_thread not in merge.threads
+    assert parse.beats_while_busy + merge.beats_while_busy >= 1, "the loop never ran during the parse"
+
+
+async def test_the_shared_poller_merges_a_large_answer_off_the_event_loop(mocker: Any, serve: Any) -> None:
+    serve(respond(big_answer))
+    parse = Recorder(_envelope.parse_envelope)
+    merge = Recorder(_status.merge)
+    mocker.patch("airflow_provider_bfl._flows.parse_envelope", autospec=True, side_effect=parse)
+    mocker.patch("airflow_provider_bfl.hooks._coalescer.merge", autospec=True, side_effect=merge)
+    stop = asyncio.Event()
+    beating = asyncio.ensure_future(heartbeat([parse, merge], stop))
+    try:
+        fired = await one_event(BflImageInferenceTrigger({TASK: 10}, deadline=time.time() + 60))
+    finally:
+        stop.set()
+        await beating
+    assert [event["status"] for event in fired] == [events.SUCCESS]
+    assert len(fired[0]["results"]) == 10
+    loop_thread = threading.get_ident()
+    assert parse.threads and loop_thread not in parse.threads
+    assert merge.threads and loop_thread not in merge.threads
+
+
+async def test_a_small_answer_stays_on_the_event_loop(mocker: Any, serve: Any) -> None:
+    """The hand-off is only for large answers: a poll of a few tasks costs no thread."""
+    serve(respond(processing))
+    parse = Recorder(_envelope.parse_envelope)
+    mocker.patch("airflow_provider_bfl._flows.parse_envelope", autospec=True, side_effect=parse)
+    hook = BflHook()
+    try:
+        await hook.aget_status({TASK: 1})
+    finally:
+        await hook.aclose()
+    assert parse.threads == [threading.get_ident()]
