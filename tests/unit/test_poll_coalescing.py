@@ -64,7 +64,10 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 async def test_fifty_triggers_share_a_few_batched_requests(bfl_conn: RunwareEmulator) -> None:
-    bfl_conn.latency = 0.3
+    # The generations run from their submission, the triggers poll (every 20-100 ms) only once
+    # they are up: on a loaded machine that took longer than a 0.3 s latency, so every task was
+    # polled once, already done. 2 s leaves a dozen polls per task even if start-up takes 1 s.
+    bfl_conn.latency = 2.0
     uuids = submit(*(f"{PROMPT} {i}" for i in range(50)))
     triggers = [BflImageInferenceTrigger([uuid], deadline=time.time() + 30) for uuid in uuids]
     running = asyncio.ensure_future(fire_all(triggers))

@@ -279,27 +279,33 @@ def frozen_heap() -> Iterator[None]:
 
 @pytest.mark.usefixtures("frozen_heap")
 async def test_polling_never_blocks_the_event_loop(bfl_conn: RunwareEmulator) -> None:
-    """Slow answers (stalled getResponse) must not stall a neighbour coroutine ticking every 10 ms."""
-    bfl_conn.latency = 0.3
-    expected = submit(PROMPT)
-    bfl_conn.inject("stall", count=2, seconds=0.25, process="before", only_task_type="getResponse")
-    lags: list[float] = []
-    stop = asyncio.Event()
+    """
+    Slow answers (two getResponse calls held 0.5 s each) must not stall a neighbour coroutine.
 
-    async def ticker() -> None:
-        while not stop.is_set():
+    A client that blocked the loop would stall the neighbour for a whole held answer (>= 0.5 s).
+    The bound is relative to the loop's own worst lag measured in this test while idle, so a busy
+    machine's scheduling noise (a 0.1 s gap at a load of 30 on 2 cores) cannot fail it.
+    """
+    stall = 0.5
+
+    async def worst_lag(until: asyncio.Future[Any]) -> tuple[float, int]:
+        lags: list[float] = []
+        while not until.done():
             before = time.monotonic()
             await asyncio.sleep(0.01)
             lags.append(time.monotonic() - before - 0.01)
+        return max(lags), len(lags)
 
-    ticking = asyncio.ensure_future(ticker())
-    payload = await fire(BflImageInferenceTrigger(expected, deadline=time.time() + 10))
-    stop.set()
-    await ticking
-    assert payload["status"] == events.SUCCESS
-    assert bfl_conn.snapshot().faults_triggered == {"stall": 2}
-    assert len(lags) > 30
-    assert max(lags) < 0.1, f"event loop stalled for {max(lags):.3f}s"
+    idle, _ = await worst_lag(asyncio.ensure_future(asyncio.sleep(1.0)))
+    bfl_conn.latency = 1.0  # still processing after the first held answer, even if polling starts late
+    expected = submit(PROMPT)
+    bfl_conn.inject("stall", count=2, seconds=stall, process="before", only_task_type="getResponse")
+    polling = asyncio.ensure_future(fire(BflImageInferenceTrigger(expected, deadline=time.time() + 20)))
+    busy, ticks = await worst_lag(polling)
+    assert polling.result()["status"] == events.SUCCESS
+    assert bfl_conn.snapshot().faults_triggered.get("stall", 0) >= 1  # the wait sat through a held answer
+    assert ticks > 30
+    assert busy < idle + stall / 2, f"event loop stalled for {busy:.3f}s (idle worst {idle:.3f}s)"
 
 
 async def test_on_kill_logs_the_abandoned_generations(bfl_conn: RunwareEmulator) -> None:
