@@ -54,8 +54,8 @@ def _html(body: str) -> HTMLResponse:
     )
 
 
-def _find(dag_id: str, run_id: str, image_id: str) -> records.GalleryImage:
-    for entry in records.gallery_images(records.read_xcom_records(dag_id, run_id)):
+def _find(run_records: list[records.RecordSet], image_id: str) -> records.GalleryImage:
+    for entry in records.gallery_images(run_records):
         if entry.image_id == image_id:
             return entry
     raise HTTPException(status_code=404, detail="No such image in this run's records")
@@ -81,10 +81,11 @@ def _media_type(data: bytes) -> str:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="FLUX image gallery", docs_url=None, redoc_url=None, openapi_url=None)
+    run_records = records.RunRecordsCache(records.read_xcom_records, records.xcom_stamp).get
 
     @app.get("/run/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_gallery(dag_id: AuthorizedDag, run_id: str, page_number: int = Query(1, alias="page")) -> Any:
-        images = records.gallery_images(records.read_xcom_records(dag_id, run_id))
+        images = records.gallery_images(run_records(dag_id, run_id))
         title = f"{dag_id} · {run_id}"
         return _html(page.render(title, images, records.totals(images), dag_id, run_id, page_number))
 
@@ -96,9 +97,7 @@ def create_app() -> FastAPI:
         map_index: int,
         page_number: int = Query(1, alias="page"),
     ) -> Any:
-        images = records.gallery_images(
-            records.read_xcom_records(dag_id, run_id), task_id=task_id, map_index=map_index
-        )
+        images = records.gallery_images(run_records(dag_id, run_id), task_id=task_id, map_index=map_index)
         label = task_id if map_index < 0 else f"{task_id}[{map_index}]"
         title = f"{dag_id} · {run_id} · {label}"
         return _html(page.render(title, images, records.totals(images), dag_id, run_id, page_number))
@@ -108,7 +107,9 @@ def create_app() -> FastAPI:
         from airflow_provider_bfl.qa.storage import read_bytes
 
         conn_id = storage_conn_id()
-        data = _first_readable(_find(dag_id, run_id, image_id), lambda uri: read_bytes(uri, conn_id))
+        data = _first_readable(
+            _find(run_records(dag_id, run_id), image_id), lambda uri: read_bytes(uri, conn_id)
+        )
         media_type = _media_type(data)
         headers = {"Cache-Control": IMAGE_CACHE, "X-Content-Type-Options": "nosniff"}
         if media_type == "application/octet-stream":
@@ -118,7 +119,7 @@ def create_app() -> FastAPI:
     @app.get("/thumb/{dag_id}/{run_id}/{image_id}")
     def thumbnail(dag_id: AuthorizedDag, run_id: str, image_id: str) -> Response:
         conn_id = storage_conn_id()
-        entry = _find(dag_id, run_id, image_id)
+        entry = _find(run_records(dag_id, run_id), image_id)
         try:
             data = _first_readable(entry, lambda uri: thumbnails.cached_thumbnail(uri, conn_id))
         except OSError as exc:  # Pillow cannot read it: the page shows the tile without a picture

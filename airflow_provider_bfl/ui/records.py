@@ -8,13 +8,16 @@ image, in the order the images were first recorded. The objects those records na
 ones the gallery ever reads: :meth:`GalleryImage.locations`.
 
 :func:`read_xcom_records` is the one place that knows where records are stored (XCom rows today;
-a JSON Lines manifest for large batches later).
+a JSON Lines manifest for large batches later). :class:`RunRecordsCache` keeps what it read per run
+while the run's record rows are unchanged, so a page of 100 thumbnails reads them once, not 101 times.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +128,61 @@ def totals(images: Sequence[GalleryImage]) -> Totals:
     return Totals(images=len(images), cost=round(cost, 6), verdicts=counts)
 
 
+def _record_rows(dag_id: str, run_id: str) -> Any:
+    from airflow.models.xcom import XComModel
+
+    return (
+        XComModel.dag_id == dag_id,
+        XComModel.run_id == run_id,
+        XComModel.key.in_(RECORD_XCOM_KEYS),
+    )
+
+
+def xcom_stamp(dag_id: str, run_id: str) -> tuple[Any, ...]:
+    """What changes whenever the run's record rows do: their count and newest timestamp (a push,
+    a retry's re-push and a clear each delete or insert rows)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    query = select(func.count(), func.max(XComModel.timestamp)).where(*_record_rows(dag_id, run_id))
+    with create_session() as session:
+        return tuple(session.execute(query).one())
+
+
+class RunRecordsCache:
+    """
+    The record sets of the last few runs asked for, each re-read only when its :func:`xcom_stamp`
+    changes (a task pushes, a retry replaces, a clear deletes): one light query per request
+    instead of reading and decoding every record of the run.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[str, str], list[RecordSet]],
+        stamp: Callable[[str, str], tuple[Any, ...]],
+        runs: int = 16,
+    ) -> None:
+        self._read, self._stamp, self._runs = read, stamp, runs
+        self._entries: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], list[RecordSet]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, dag_id: str, run_id: str) -> list[RecordSet]:
+        key, stamp = (dag_id, run_id), self._stamp(dag_id, run_id)
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == stamp:
+                self._entries.move_to_end(key)
+                return cached[1]
+        sets = self._read(dag_id, run_id)
+        with self._lock:
+            self._entries[key] = (stamp, sets)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._runs:
+                self._entries.popitem(last=False)
+        return sets
+
+
 def read_xcom_records(dag_id: str, run_id: str) -> list[RecordSet]:
     """Every image record the run's task instances pushed, oldest first (read in the api-server)."""
     from airflow.models.xcom import XComModel
@@ -133,11 +191,7 @@ def read_xcom_records(dag_id: str, run_id: str) -> list[RecordSet]:
 
     query = (
         select(XComModel)
-        .where(
-            XComModel.dag_id == dag_id,
-            XComModel.run_id == run_id,
-            XComModel.key.in_(RECORD_XCOM_KEYS),
-        )
+        .where(*_record_rows(dag_id, run_id))
         .order_by(XComModel.timestamp, XComModel.task_id, XComModel.map_index)
     )
     with create_session() as session:

@@ -160,3 +160,28 @@ def test_plugin_module_does_not_import_fastapi_or_pillow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_run_records_are_read_once_while_the_runs_record_rows_are_unchanged() -> None:
+    reads: list[tuple[str, str]] = []
+    stamps = {("d", "r1"): (2, "t1"), ("d", "r2"): (1, "t1")}
+
+    def read(dag_id: str, run_id: str) -> list[RecordSet]:
+        reads.append((dag_id, run_id))
+        return [RecordSet("qa", -1, [_record(f"{run_id}-{len(reads)}", "file:///x/a.png")])]
+
+    cache = records.RunRecordsCache(read, lambda dag_id, run_id: stamps[(dag_id, run_id)], runs=1)
+    first = cache.get("d", "r1")
+    assert cache.get("d", "r1") is first and reads == [("d", "r1")]  # a page of thumbnails: one read
+    stamps[("d", "r1")] = (3, "t2")  # a task pushed (or a retry replaced) records
+    assert cache.get("d", "r1")[0].records[0]["imageUUID"] == "r1-2"
+    cache.get("d", "r2")  # bounded: r1 falls out
+    cache.get("d", "r1")
+    assert reads == [("d", "r1"), ("d", "r1"), ("d", "r2"), ("d", "r1")]
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_run_stamp_and_records_of_a_run_without_records_read_from_the_metadata_db() -> None:
+    """The two queries against the real XCom table (columns as the installed Airflow has them)."""
+    assert records.xcom_stamp("no_such_dag", "no_such_run") == (0, None)
+    assert records.read_xcom_records("no_such_dag", "no_such_run") == []
