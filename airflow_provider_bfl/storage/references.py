@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
 
@@ -113,9 +114,13 @@ def load(locator: str, *, conn_id: str | None = None, timeout: float = HTTP_TIME
     """The reference's bytes (at most :data:`MAX_BYTES`, else a clear error)."""
     if is_http(locator):
         return _download(locator, timeout)
-    from airflow.sdk import ObjectStoragePath
+    path: Any
+    if urlsplit(locator).scheme == "file":  # the common case needs no filesystem registry
+        path = Path(url2pathname(urlsplit(locator).path))
+    else:
+        from airflow.sdk import ObjectStoragePath
 
-    path = ObjectStoragePath(locator, conn_id=conn_id) if conn_id else ObjectStoragePath(locator)
+        path = ObjectStoragePath(locator, conn_id=conn_id) if conn_id else ObjectStoragePath(locator)
     try:
         with path.open("rb") as handle:
             data: bytes = handle.read(MAX_BYTES + 1)
