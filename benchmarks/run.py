@@ -33,6 +33,7 @@ BENCHMARKS = (
     "parse_cost",
     "client_overhead",
     "response_scale",
+    "gallery",
     "landing_memory",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
