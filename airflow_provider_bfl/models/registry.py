@@ -71,13 +71,15 @@ def spec_for(model: str) -> ModelSpec:
 
 def unknown_model(model: Any) -> BflInvalidRequestError:
     known = ", ".join(repr(air) for air in models())
+    violation = (
+        f"model: got {model!r}; allowed: {known} (for a model the provider does not know yet, pass "
+        "allow_unknown_model=True: its parameters then go to the API unchecked and the API judges them)"
+    )
     return BflInvalidRequestError(
-        f"Invalid imageInference request: model: got {model!r}; allowed: {known}. For a model the "
-        "provider does not know yet, pass allow_unknown_model=True: its parameters then go to the "
-        "API unchecked and the API judges them",
+        f"Invalid imageInference request: {violation}",
         code="invalidRequest",
         parameter="model",
-        violations=[f"model: got {model!r}; allowed: {known}"],
+        violations=[violation],
     )
 
 

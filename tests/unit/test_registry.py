@@ -204,3 +204,17 @@ def test_the_readme_documents_every_model_with_its_price_and_an_example() -> Non
         (row,) = [line for line in section.splitlines() if line.startswith(f"| {spec.name} | `{air}` |")]
         assert row.rstrip(" |").endswith(spec.price_text), air
         assert f'model="{air}"' in section or air == "bfl:2@1", air  # an example per model
+
+
+def test_the_operators_escape_hatch_for_a_model_the_provider_does_not_know() -> None:
+    with pytest.raises(BflInvalidRequestError, match="allow_unknown_model=True"):
+        BflImageInferenceOperator(
+            task_id="t", model="bfl:99@1", positive_prompt="a mug", width=1024, height=1024
+        )
+    operator = BflImageInferenceOperator(
+        task_id="t",
+        request={"model": "bfl:99@1", "positivePrompt": "a mug", "newKnob": 3},
+        allow_unknown_model=True,
+    )
+    (request,) = operator.build_requests()
+    assert request.to_wire()["newKnob"] == 3 and request.model == "bfl:99@1"
