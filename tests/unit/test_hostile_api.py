@@ -559,3 +559,29 @@ async def test_a_small_answer_stays_on_the_event_loop(mocker: Any, serve: Any) -
     finally:
         await hook.aclose()
     assert parse.threads == [threading.get_ident()]
+
+
+async def test_cancelling_a_wait_while_its_answer_is_parsed_off_the_loop_is_clean(
+    mocker: Any, serve: Any
+) -> None:
+    """The triggerer cancels a trigger whose answer is being parsed in a worker thread: the wait ends
+    cancelled (not with 'generator already executing'), and the thread finishes on its own."""
+    serve(respond(big_answer))
+    entered, release = threading.Event(), threading.Event()
+
+    def held(*args: Any) -> Any:
+        entered.set()
+        release.wait(10)
+        return _envelope.parse_envelope(*args)
+
+    mocker.patch("airflow_provider_bfl._flows.parse_envelope", autospec=True, side_effect=held)
+    hook = BflHook()
+    waiting = asyncio.ensure_future(hook.aget_status({TASK: 10}))
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    finally:
+        release.set()
+        await hook.aclose()
