@@ -52,7 +52,10 @@ PRICE_PER_IMAGE_USD = 0.04
 
 class BflImageInferenceOperator(BaseOperator):
     """
-    Submit FLUX.1.1 [pro] ``imageInference`` tasks and return one small JSON entry per image.
+    Submit FLUX ``imageInference`` tasks and return one small JSON entry per image.
+
+    Any model of the registry (README, "Models"; default ``bfl:2@1``, FLUX.1.1 [pro]) is validated
+    by its own rules before anything is sent.
 
     Give the request as keyword parameters (``positive_prompt``, ``width``, ``height``, ``seed``,
     ``number_results``, ``output_type``, ``output_format``, ``output_quality``, ``include_cost``,
