@@ -130,7 +130,9 @@ def _answer_review(
             ti = session.scalars(
                 select(TaskInstance).where(
                     TaskInstance.task_id == "human_review",
-                    TaskInstance.state == TaskInstanceState.AWAITING_INPUT,
+                    # Airflow 3.3 parks a waiting review as awaiting_input; 3.1 and 3.2 as deferred
+                    TaskInstance.state
+                    == getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED),
                 )
             ).first()
             detail = session.get(HITLDetail, ti.id) if ti is not None else None
