@@ -82,7 +82,7 @@ class BflHook(BaseHook):
     conn_name_attr = "bfl_conn_id"
     default_conn_name = defaults.DEFAULT_CONN_ID
     conn_type = defaults.CONN_TYPE
-    hook_name = "Runware FLUX.1.1 [pro]"
+    hook_name = "Runware FLUX.1.1 pro"
 
     def __init__(self, bfl_conn_id: str = defaults.DEFAULT_CONN_ID, **overrides: Any) -> None:
         super().__init__()
