@@ -79,6 +79,9 @@ def _shown(value: Any) -> str:
         return f"a {len(value)}-character string"
     if isinstance(value, Mapping):
         return "an object"
+    if isinstance(value, list | tuple) and any(isinstance(item, str) and len(item) > 60 for item in value):
+        # e.g. reference images as data URIs: their bytes must never reach an error or a log
+        return "[" + ", ".join(_shown(item) for item in value[:5]) + (", ...]" if len(value) > 5 else "]")
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

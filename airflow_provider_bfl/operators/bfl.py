@@ -306,6 +306,14 @@ class BflImageInferenceOperator(BaseOperator):
             found = references.locators(self.reference_images)
         except BflInvalidRequestError as exc:
             raise exc.with_context(prefix=f"Task {label}: ") from None
+        for request in requests:  # the plan and the rendered request go to XCom: no image bytes there
+            given = (request.to_wire().get("inputs") or {}).get("referenceImages") or []
+            if any("://" not in item and not _is_uuid(item) for item in given):
+                raise BflInvalidRequestError(
+                    f"Task {label}: inputs.referenceImages holds image data (a data URI or base64); "
+                    "give the file, URI or URL as reference_images= instead: image bytes never go to XCom",
+                    parameter="inputs.referenceImages",
+                )
         if not found:
             return requests, []
         with_refs = []
@@ -851,6 +859,16 @@ def _rejected_error(task_id: str, plan: GenerationPlan, outcome: Any) -> BflErro
     return type(first)(
         message, code=first.code, parameter=first.parameter, task_uuid=first.task_uuid
     ).with_context(prefix=f"Task {task_id!r}: ")
+
+
+def _is_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_plain_uri(value: str) -> bool:

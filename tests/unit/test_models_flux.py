@@ -205,7 +205,9 @@ def test_a_reference_in_no_accepted_form_is_refused(bad: Any) -> None:
 def test_a_data_uri_reference_is_never_echoed_in_an_error() -> None:
     big = "data:image/png;base64," + "A" * 5000 + "@"
     error = rejected("bfl:3@1", inputs={"referenceImages": [big]})
-    assert "A" * 100 not in str(error)
+    assert "AAAA" not in str(error) and "a 5023-character string" in str(error)
+    too_many = rejected("bfl:3@1", inputs={"referenceImages": [DATA_URI] * 3})
+    assert DATA_URI[22:40] not in str(too_many) and "at most 2" in str(too_many)
 
 
 def test_kontext_refuses_sampling_controls() -> None:

@@ -126,3 +126,34 @@ def test_an_s3_reference_is_read_through_its_connection(s3_bucket: Any) -> None:
     assert references.wire_value(uri, conn_id="aws_default").endswith(
         base64.b64encode(MUG.read_bytes()).decode()
     )
+
+
+def test_image_data_inside_request_is_refused_by_the_operator() -> None:
+    """The request (and the plan made from it) goes to XCom: a data URI there would put bytes in XCom."""
+    from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
+
+    data_uri = "data:image/png;base64," + base64.b64encode(MUG.read_bytes()).decode()
+    with pytest.raises(BflInvalidRequestError, match="give the file, URI or URL as reference_images="):
+        BflImageInferenceOperator(
+            task_id="t",
+            request={
+                "model": "bfl:3@1",
+                "positivePrompt": "a mug",
+                "width": 1024,
+                "height": 1024,
+                "inputs": {"referenceImages": [data_uri]},
+            },
+        )
+    ok = BflImageInferenceOperator(
+        task_id="u",
+        request={
+            "model": "bfl:3@1",
+            "positivePrompt": "a mug",
+            "width": 1024,
+            "height": 1024,
+            "inputs": {
+                "referenceImages": ["https://cdn.example.com/mug.png", "d75835ee-cbcd-436e-87d8-1ea7af3d3983"]
+            },
+        },
+    )
+    assert len(ok.build_requests()[0].to_wire()["inputs"]["referenceImages"]) == 2
