@@ -60,6 +60,10 @@ with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag
         width=1024, height=768, steps=20, cfg_scale=3.0, reference_images=upstream.output, destination=DEST,
     )
     BflImageInferenceOperator(
+        task_id="max_without_size", model="bfl:7@1", positive_prompt="the mug, size left to the model",
+        destination=DEST,
+    )
+    BflImageInferenceOperator(
         task_id="not_an_image", model="bfl:3@1", positive_prompt="the product on a shelf",
         width=1024, height=1024, reference_images={not_image!r},
     )
@@ -214,3 +218,13 @@ def test_image_data_is_refused_as_a_reference_locator() -> None:
             height=1024,
             reference_images="data:image/png;base64,AAAA",
         )
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_a_size_left_to_the_model_is_landed_at_the_size_it_came_in(run: Run) -> None:
+    assert run.states["max_without_size"] == "success"
+    (record,) = xcom(run.run, "max_without_size")
+    assert (record["width"], record["height"]) == (1024, 1024)  # the emulator's choice
+    assert record["requested"] == {"width": None, "height": None, "outputFormat": "JPG"}
+    (sent,) = _sent(run, "the mug, size left to the model")
+    assert "width" not in sent and "height" not in sent
