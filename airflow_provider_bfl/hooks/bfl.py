@@ -59,7 +59,13 @@ def _shared(settings: ConnectionSettings) -> ConnectionSettings:
 
 
 def as_requests(requests: Iterable[RequestLike]) -> list[ImageInferenceRequest]:
-    return [ImageInferenceRequest.model_validate(request) for request in requests]
+    """Validated requests of any registered model (a wire dict dispatches on its ``model``)."""
+    from airflow_provider_bfl.models.registry import validate_request
+
+    return [
+        request if isinstance(request, ImageInferenceRequest) else validate_request(request)
+        for request in requests
+    ]
 
 
 class BflHook(BaseHook):

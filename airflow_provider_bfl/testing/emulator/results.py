@@ -29,6 +29,7 @@ class ResultBuilder:
             output_format=request.output_format,
             quality=quality,
             blank=record.blank[index],
+            reference=request.references[0].thumbnail if request.references else None,
         )
 
     def image_bytes(self, record: TaskRecord, index: int) -> bytes:
