@@ -58,8 +58,9 @@ DEFAULT_MIN_STDDEV = 4.0
 DEFAULT_MAX_DOMINANT_SHARE = 0.97
 #: Below 1 KiB no 256 px image with content exists (a 256 px emulator WEBP is ~3.5 KB).
 DEFAULT_MIN_BYTES = 1024
-#: 1.5x an incompressible 1440x1440 RGBA PNG (8.3 MB): anything bigger is not one of our outputs.
-DEFAULT_MAX_BYTES = 12 * 1024 * 1024
+#: 1.5x an incompressible RGBA PNG of the largest registered output (FLUX1.1 [pro] Ultra's 2368x1792,
+#: 17 MB; a test ties this to the registry): anything bigger is not one of our outputs.
+DEFAULT_MAX_BYTES = 25 * 1024 * 1024
 #: Of 128 dHash bits: re-encodes and resizes land at 0..3, distinct emulator images at 19 or more.
 DEFAULT_MAX_DUPLICATE_DISTANCE = 10
 

@@ -20,9 +20,9 @@ BUCKET_SHIFT = 4
 #: The difference hash compares neighbours on a HASH_SIDE x HASH_SIDE grid, rows and columns.
 HASH_SIDE = 8
 HASH_BITS = 2 * HASH_SIDE * HASH_SIDE
-#: Pixels of the largest image the model makes (1440x1440): the decode limit when a record does not
-#: say what was requested.
-MAX_MODEL_PIXELS = 1440 * 1440
+#: Pixels of the largest image any registered model makes (FLUX1.1 [pro] Ultra, 2368x1792; a test
+#: ties it to the registry): the decode limit when a record does not say what was requested.
+MAX_MODEL_PIXELS = 2368 * 1792
 
 
 PILLOW_MISSING = "Image QA needs Pillow: pip install 'airflow-provider-bfl[images]'"

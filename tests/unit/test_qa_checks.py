@@ -276,4 +276,4 @@ def test_config_defaults_and_overrides() -> None:
         "nsfw": "fail",
         "near_duplicate": "off",
     }
-    assert config.min_bytes == 10 and config.max_bytes == 12 * 1024 * 1024
+    assert config.min_bytes == 10 and config.max_bytes == 25 * 1024 * 1024

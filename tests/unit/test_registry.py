@@ -218,3 +218,12 @@ def test_the_operators_escape_hatch_for_a_model_the_provider_does_not_know() -> 
     )
     (request,) = operator.build_requests()
     assert request.to_wire()["newKnob"] == 3 and request.model == "bfl:99@1"
+
+
+def test_qa_limits_cover_the_largest_registered_output() -> None:
+    """QA's decode and size limits are written as numbers (QA imports no models); keep them in step."""
+    from airflow_provider_bfl.qa.config import DEFAULT_MAX_BYTES
+    from airflow_provider_bfl.qa.imaging import MAX_MODEL_PIXELS
+
+    assert registry.largest_output_pixels() == MAX_MODEL_PIXELS
+    assert DEFAULT_MAX_BYTES >= 1.5 * 4 * MAX_MODEL_PIXELS  # an incompressible RGBA PNG, with margin
