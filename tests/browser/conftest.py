@@ -45,14 +45,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(600))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site_emulator() -> Iterator[RunwareEmulator]:
     with RunwareEmulator(api_key="browser-test-key-7c1d") as emu:
         emu.configure(latency=0.1, blank_prompt_marker="stoneware mug", nsfw_marker="cognac leather")
         yield emu
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site_starting(
     site_emulator: RunwareEmulator, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowSite]:
@@ -74,7 +74,7 @@ def site_starting(
         airflow_site.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(site_starting: AirflowSite) -> AirflowSite:
     """The api-server up and the pipeline run waiting for its reviewer."""
     site_starting.start_api_server()
@@ -82,7 +82,9 @@ def site(site_starting: AirflowSite) -> AirflowSite:
     return site_starting
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop in the main thread, which
+# must be gone before the other suites' asyncio tests and dag.test() triggers run.
+@pytest.fixture(scope="package")
 def browser_context(site_starting: AirflowSite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: run `make browser-deps`")
