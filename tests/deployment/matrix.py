@@ -35,10 +35,18 @@ SUITES = ("tests/unit", "tests/testing")
 #: Extra requirements per Airflow minor, for what the resolver gets wrong without Airflow's constraints.
 PINS: dict[str, list[str]] = {
     # celery 5.7 dropped celery.backends.database.retry, which every Celery provider release imports.
-    "3.1": ["celery<5.7"],
-    "3.2": ["celery<5.7"],
+    # svcs 26.2 attaches its registry to app.state itself and detaches it when one of the merged
+    # (cadwyn) lifespans exits, taking the execution API's svcs_registry away before 3.3 (which gives
+    # the in-process API its own registry): every dag.test() task then fails with
+    # "'State' object has no attribute 'svcs_registry'".
+    "3.1": ["celery<5.7", "svcs<26.2"],
+    # FastAPI 0.137+ (with cadwyn 9) cannot build the execution API's TIStateUpdate union on 3.2
+    # (PydanticUserError discriminator-no-field on TITerminalStatePayload); 3.3 declares this cap.
+    "3.2": ["celery<5.7", "svcs<26.2", "fastapi<0.137"],
     "3.3": ["celery<5.7"],
 }
+#: Loaded into every suite run: backports 3.3's dag.test() fix (``context["exception"]``) to 3.1/3.2.
+PLUGIN = "tests.deployment.matrix_plugin"
 #: pytest's exit code when it collected nothing: not a failure of the matrix.
 NO_TESTS = 5
 
@@ -113,6 +121,8 @@ def run_suites(venv: Path) -> tuple[int, str]:
         "-q",
         "-p",
         "no:cacheprovider",
+        "-p",
+        PLUGIN,
         "--timeout=300",
         *SUITES,
     ]
