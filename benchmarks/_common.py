@@ -151,14 +151,7 @@ class EmulatorProcess:
             self._control.close()
             self._control = None
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
+            stop_process(self._proc)
             self._proc = None
 
     def _call(self, method: str, route: str, payload: Any = None) -> dict[str, Any]:
@@ -337,3 +330,15 @@ def full_gc_seconds() -> float:
 
 def timed(started: float) -> float:
     return time.perf_counter() - started
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Terminate a benchmark's server process (killed after 15 s) and close its output pipe."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -26,7 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import ROOT, BenchResult, Row, fmt_ms, median, prepare_airflow_env, ratio
+from benchmarks._common import (
+    ROOT,
+    BenchResult,
+    Row,
+    fmt_ms,
+    median,
+    prepare_airflow_env,
+    ratio,
+    stop_process,
+)
 
 SIDE = 1024
 QUALITY = 95
@@ -152,14 +161,7 @@ class GalleryServer:
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            if self._proc.stdout is not None:
-                self._proc.stdout.close()
+            stop_process(self._proc)
 
 
 def _fetch_all(client: Any, paths: Sequence[str]) -> int:
