@@ -17,6 +17,7 @@ the deadline holds only between body chunks (callers check :func:`deadline_passe
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -97,6 +98,16 @@ class _Backend(httpcore.SyncBackend):
         return _Stream(super().connect_tcp(host, port, clamped, local_address, socket_options))
 
 
+def _pool_options(limits: httpx.Limits, ssl_context: ssl.SSLContext) -> dict[str, Any]:
+    """What httpx itself would give its connection pool (both transports rebuild theirs)."""
+    return {
+        "ssl_context": ssl_context,
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+    }
+
+
 class DeadlineTransport(httpx.HTTPTransport):
     """
     httpx's own transport with a network backend that honours :func:`total_deadline`.
@@ -108,13 +119,7 @@ class DeadlineTransport(httpx.HTTPTransport):
     def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, verify: bool = True) -> None:
         ssl_context = httpx.create_ssl_context(verify=verify)  # made once, for the pool below
         super().__init__(limits=limits, verify=ssl_context)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_Backend(),
-        )
+        self._pool = httpcore.ConnectionPool(**_pool_options(limits, ssl_context), network_backend=_Backend())
 
 
 # -- async ------------------------------------------------------------------------------------------
@@ -171,9 +176,5 @@ class AsyncDeadlineTransport(httpx.AsyncHTTPTransport):
         ssl_context = httpx.create_ssl_context(verify=verify)  # made once, for the pool below
         super().__init__(limits=limits, verify=ssl_context)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_AsyncBackend(),
+            **_pool_options(limits, ssl_context), network_backend=_AsyncBackend()
         )
