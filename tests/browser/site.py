@@ -102,6 +102,9 @@ class AirflowSite:
         shutil.copy(
             Path(__file__).parent / "auth_manager.py", self.root / "pythonpath" / "bfl_browser_auth.py"
         )
+        shutil.copy(
+            Path(__file__).parent / "hitl_backport.py", self.root / "pythonpath" / "bfl_hitl_backport.py"
+        )
 
     def _start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.root / f"{name}.log"
@@ -146,6 +149,8 @@ class AirflowSite:
         """
         code = (
             "import sys\n"
+            "import bfl_hitl_backport\n"
+            "bfl_hitl_backport.install()  # dag.test() answers HITL from outside only from 3.3\n"
             "from airflow.utils.db import initdb\n"
             "initdb()\n"
             f"print({DB_READY!r}, flush=True)\n"
