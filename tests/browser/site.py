@@ -180,7 +180,7 @@ class AirflowSite:
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.token(user)}"}, timeout=30
         )
 
-    def wait_for_review(self, timeout: float = 150) -> dict[str, Any]:
+    def wait_for_review(self, timeout: float = 420) -> dict[str, Any]:
         """The run's human_review task instance once it waits for its reviewer."""
         with self.api("admin") as api:
 
