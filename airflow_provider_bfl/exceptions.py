@@ -17,6 +17,7 @@ on the family, never on message text::
     ├── BflTaskNotFoundError         the API does not know (or no longer keeps) the taskUUID
     ├── BflWaitTimeoutError          the generation did not finish before the caller's deadline
     ├── BflBudgetExceededError       a batch would cost more than its guard allows (nothing sent)
+    ├── BflReuseError                the index of landed images cannot be trusted or reached
     └── BflLandingError              an image could not be stored
         ├── BflImageExpiredError     its URL expired before it was downloaded
         └── BflImageIntegrityError   the bytes are not the image that was asked for
@@ -192,3 +193,15 @@ class BflImageIntegrityError(BflLandingError):
 
 class BflUploadMissingError(BflLandingError):
     """An image Runware was to upload (``uploadEndpoint``) never arrived: the generation is unusable."""
+
+
+class BflReuseError(BflError):
+    """
+    The reuse index (landed images by request fingerprint) cannot be used as asked.
+
+    ``code`` says why: ``referenceNotHashed`` (a request names an image by location only, whose
+    content may change), ``indexConflict`` (the fingerprint is held by another generation),
+    ``indexUnavailable`` (the store failed), ``invalidRecord`` (a record cannot be indexed),
+    ``notFingerprintable`` (a request whose content is not plain JSON).
+    The caller acts on the code: generate instead of reusing, or keep the images and log.
+    """
