@@ -181,7 +181,10 @@ class AirflowSite:
         )
 
     def wait_for_review(self, timeout: float = 420) -> dict[str, Any]:
-        """The run's human_review task instance once it waits for its reviewer."""
+        """
+        The run's review request (its HITL detail) once it waits for an answer. Not the task's state:
+        ``dag.test()`` before 3.3 parks a deferred task as ``queued`` while its trigger runs inline.
+        """
         with self.api("admin") as api:
 
             def awaiting() -> dict[str, Any] | None:
@@ -189,9 +192,12 @@ class AirflowSite:
                 if not runs:
                     return None
                 self.run_id = runs[0]["dag_run_id"]
-                ti = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{self.run_id}/taskInstances/human_review")
-                if ti.status_code == 200 and ti.json()["state"] in ("deferred", "awaiting_input"):
-                    return dict(ti.json())
+                run = quote(self.run_id, safe="")
+                detail = api.get(
+                    f"/api/v2/dags/{DAG_ID}/dagRuns/{run}/taskInstances/human_review/-1/hitlDetails"
+                )
+                if detail.status_code == 200 and not detail.json().get("response_received"):
+                    return dict(detail.json())
                 return None
 
             return dict(wait_for("the review request", awaiting, timeout, self.pipeline, self.pipeline_log))
