@@ -18,6 +18,7 @@ on the family, never on message text::
     ├── BflWaitTimeoutError          the generation did not finish before the caller's deadline
     ├── BflBudgetExceededError       a batch would cost more than its guard allows (nothing sent)
     ├── BflReuseError                the index of landed images cannot be trusted or reached
+    ├── BflManifestError             a records manifest cannot be written or read back (or is not one)
     └── BflLandingError              an image could not be stored
         ├── BflImageExpiredError     its URL expired before it was downloaded
         └── BflImageIntegrityError   the bytes are not the image that was asked for
@@ -171,6 +172,14 @@ class BflWaitTimeoutError(BflError):
 
 class BflBudgetExceededError(BflError):
     """A batch is over its ``max_images``/``max_cost`` guard; nothing was submitted."""
+
+
+class BflManifestError(BflError):
+    """
+    A manifest of image records (JSON Lines) cannot be written, or what was read is not one.
+
+    Truncated, garbled, oversized or missing manifests stay that way: retrying cannot help.
+    """
 
 
 class BflLandingError(BflError):
