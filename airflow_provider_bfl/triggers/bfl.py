@@ -32,7 +32,8 @@ class BflImageInferenceTrigger(BaseTrigger):
 
     The event follows :mod:`airflow_provider_bfl.events`: ``success`` with every image,
     ``error`` naming the failed taskUUIDs and the API's codes (or the polling failure itself), or
-    ``timeout`` once ``deadline`` passes. Every variant carries the images received so far.
+    ``timeout`` once ``deadline`` passes. Every variant carries the images received so far (or,
+    with ``with_results=False``, only their counts).
 
     :param task_uuids: ``{taskUUID: numberResults}`` of the tasks to wait for (a list of UUIDs
         means one image each). A task counts as done only once all its images arrived.
@@ -43,6 +44,9 @@ class BflImageInferenceTrigger(BaseTrigger):
     :param poll_max_interval: Cap of the backed-off poll interval; None keeps the connection's.
     :param max_poll_failures: Consecutive failed polls (each already retried by the hook)
         tolerated before the trigger reports an error; None keeps the default.
+    :param with_results: False fires a *summary* event instead (counts, a few failures and
+        pending taskUUIDs, no per-image results): a few KiB however big the batch, for whoever
+        resumes to fetch the images (:func:`airflow_provider_bfl.events.fetch_results`).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class BflImageInferenceTrigger(BaseTrigger):
         poll_interval: float | None = None,
         poll_max_interval: float | None = None,
         max_poll_failures: int | None = None,
+        with_results: bool = True,
     ) -> None:
         super().__init__()
         self.task_uuids = expected_images(task_uuids)
@@ -61,22 +66,23 @@ class BflImageInferenceTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.poll_max_interval = poll_max_interval
         self.max_poll_failures = max_poll_failures
+        self.with_results = bool(with_results)
         #: Where each task stands; the hook updates these in place, so they outlive a failed poll
         #: and tell ``on_kill`` which tasks were still running.
         self.statuses: dict[str, TaskStatus] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "task_uuids": dict(self.task_uuids),
-                "bfl_conn_id": self.bfl_conn_id,
-                "deadline": self.deadline,
-                "poll_interval": self.poll_interval,
-                "poll_max_interval": self.poll_max_interval,
-                "max_poll_failures": self.max_poll_failures,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "task_uuids": dict(self.task_uuids),
+            "bfl_conn_id": self.bfl_conn_id,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "poll_max_interval": self.poll_max_interval,
+            "max_poll_failures": self.max_poll_failures,
+        }
+        if not self.with_results:  # only then: a results trigger serializes as earlier versions did
+            kwargs["with_results"] = False
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """
@@ -86,14 +92,18 @@ class BflImageInferenceTrigger(BaseTrigger):
         ``error`` event: a trigger that raises would leave the task to Airflow's generic failure,
         without the images received so far.
         """
+        from airflow_provider_bfl import events
         from airflow_provider_bfl.models.results import TaskStatus
 
         self.statuses = {uuid: TaskStatus(uuid, expected_images=n) for uuid, n in self.task_uuids.items()}
+        named = list(self.statuses)
+        if not self.with_results and len(named) > events.DETAILED:
+            named = [*named[: events.DETAILED], f"and {len(named) - events.DETAILED} more"]
         self.log.info(
             "Waiting for %d Runware generation(s) on connection %r: %s",
             len(self.statuses),
             self.bfl_conn_id,
-            ", ".join(self.statuses),
+            ", ".join(named),
         )
         event = await self._wait()
         self.log.info("Runware wait ended with status %s: %s", event["status"], event["message"])
@@ -118,12 +128,16 @@ class BflImageInferenceTrigger(BaseTrigger):
             await hook.apoll_until_done(self.statuses, deadline=self.deadline, shared=True)
         except BflError as error:
             self.log.error("Polling Runware failed: %s", error)
-            return events.from_error(error, list(self.statuses), self.statuses)
+            return events.from_error(
+                error, list(self.statuses), self.statuses, with_results=self.with_results
+            )
         except Exception as unexpected:  # never raise out of a trigger: one clean error event
             self.log.exception("Polling Runware failed unexpectedly")
             failure = BflError(f"Polling failed unexpectedly: {type(unexpected).__name__}")
-            return events.from_error(failure, list(self.statuses), self.statuses)
-        return events.from_statuses(self.statuses)
+            return events.from_error(
+                failure, list(self.statuses), self.statuses, with_results=self.with_results
+            )
+        return events.from_statuses(self.statuses, with_results=self.with_results)
 
     async def on_kill(self) -> None:
         """
