@@ -4,6 +4,9 @@ The generation plan: what each taskUUID of a task instance is for, fixed once at
 A plan is small, plain JSON (no image bytes, no key) carried from submission through the deferral
 to landing, QA, review and the gallery, so nothing after the money is spent re-renders or
 re-validates the operator's arguments, and nothing matches results to requests by position.
+
+A big batch's plan (thousands of wire requests: megabytes) does not travel in XCom: it is saved
+beside the task's manifest, one entry per line, and XCom carries its location (:func:`plan_location`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,21 @@ from airflow_provider_bfl.exceptions import BflError
 
 if TYPE_CHECKING:
     from airflow_provider_bfl.models.request import ImageInferenceRequest
+
+#: The folder, beside a task's manifest, of saved plans: named without the manifest suffix, so
+#: it can never be a task's manifest (task ``x.plan`` would collide with a ``x.plan.jsonl``).
+PLANS_FOLDER = "plans"
+
+
+def plan_location(manifest: str) -> str:
+    """Where the plan of the task whose manifest is ``manifest`` is saved: ``.../_manifests/plans/{name}``."""
+    folder, _, name = manifest.rpartition("/")
+    return f"{folder}/{PLANS_FOLDER}/{name}"
+
+
+def is_located(value: Any) -> bool:
+    """An XCom value that names a saved plan (``{"planURI": ..., "conn_id": ...}``) instead of holding it."""
+    return isinstance(value, Mapping) and isinstance(value.get("planURI"), str)
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,22 @@ class GenerationPlan(Mapping[str, PlannedGeneration]):
 
     def to_json(self) -> list[dict[str, Any]]:
         return [asdict(entry) for entry in self._entries.values()]
+
+    def save(self, uri: str, *, conn_id: str | None) -> None:
+        """Write the plan to ``uri`` (see :func:`plan_location`), whole or not at all, one entry per line."""
+        from airflow_provider_bfl.storage.manifest import write_manifest
+
+        write_manifest((asdict(entry) for entry in self._entries.values()), uri, conn_id=conn_id)
+
+    @classmethod
+    def load(cls, uri: str, *, conn_id: str | None) -> GenerationPlan:
+        """The plan :meth:`save` wrote; a clear :class:`BflError` for a missing or damaged one."""
+        from airflow_provider_bfl.storage.manifest import read_manifest
+
+        try:
+            return cls.from_json(list(read_manifest(uri, conn_id=conn_id)))
+        except BflError as exc:
+            raise exc.with_context(prefix=f"The generation plan saved at {uri!r:.200}: ") from None
 
     @classmethod
     def from_json(cls, value: Any) -> GenerationPlan:

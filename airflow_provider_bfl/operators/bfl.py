@@ -48,6 +48,12 @@ PLAN_XCOM_KEY = "bfl_plan"
 UNUSABLE = (BflImageExpiredError, BflUploadMissingError)
 #: FLUX.1.1 [pro] on Runware, per image (the budget guard's estimate; the API reports the real cost).
 PRICE_PER_IMAGE_USD = 0.04
+#: XCom key of the ManifestRef of a task's records (pushed whenever a destination is set).
+MANIFEST_XCOM_KEY = "manifest"
+#: Batches of more images than this return a ManifestRef instead of the records (the default).
+MANIFEST_THRESHOLD = 100
+#: Image lines a big batch logs one by one (the manifest has them all).
+LOGGED_IMAGES = 20
 
 
 class BflImageInferenceOperator(BaseOperator):
@@ -98,6 +104,13 @@ class BflImageInferenceOperator(BaseOperator):
     :param regenerate: any non-empty text (templated, e.g. ``"{{ params.regenerate }}"``) asks for
         new images even where this task instance already has usable ones; each distinct value is
         one new set of generations (paid once), stable across that value's retries.
+    :param manifest_threshold: a batch of more images than this (any batch, with 0) returns a
+        ManifestRef (``{"bflManifest": uri, "images", "generations", "cost", ...}``) instead of the
+        list of records: the records are a JSON Lines manifest beside the images
+        (``{destination}/{dag_id}/{run_id}/_manifests/{task_id}.jsonl``) and XCom and the trigger
+        event stay a few KiB whatever the batch size. Such a batch needs ``destination`` or
+        ``upload_to``. With either set, XCom ``manifest`` holds the ref for a batch of any size.
+        Read both shapes with :func:`airflow_provider_bfl.storage.manifest.iter_records`.
 
     Landing a destination's files also emits an asset event for every ``Asset`` in ``outlets``
     (one for ``destination`` is added when it is a plain URI), and OpenLineage output datasets.
@@ -183,6 +196,7 @@ class BflImageInferenceOperator(BaseOperator):
         reference_images: Any = None,
         reference_conn_id: str | None = None,
         allow_unknown_model: bool = False,
+        manifest_threshold: int = MANIFEST_THRESHOLD,
         **kwargs: Any,
     ) -> None:
         for name in (*_requests.MODEL_KEYWORDS, *_requests.PROVIDER_KEYWORDS):  # the registry's keywords
@@ -233,6 +247,17 @@ class BflImageInferenceOperator(BaseOperator):
         self.reference_images = reference_images
         self.reference_conn_id = reference_conn_id
         self.allow_unknown_model = allow_unknown_model
+        if (
+            isinstance(manifest_threshold, bool)
+            or not isinstance(manifest_threshold, int)
+            or manifest_threshold < 0
+        ):
+            raise BflInvalidRequestError(
+                f"Task {self.task_id!r}: manifest_threshold must be a whole number of images >= 0 (0: always "
+                f"a manifest), got {manifest_threshold!r:.60}",
+                parameter="manifest_threshold",
+            )
+        self.manifest_threshold = manifest_threshold
         self._check_literal_arguments()
 
     @property
@@ -289,6 +314,16 @@ class BflImageInferenceOperator(BaseOperator):
             task_label=label,
             references=[(reference.width, reference.height) for reference in checked],
         )
+        images = sum(request.number_results for request in requests)
+        if images > self.manifest_threshold and not (self.destination or self.upload_to):
+            raise BflInvalidRequestError(
+                f"Task {label}: a batch of {images} images is above manifest_threshold="
+                f"{self.manifest_threshold}, so its records are written to a manifest beside the images "
+                "(XCom holds only its location), and neither destination nor upload_to is set. Set "
+                "destination= (a file:// path or an object store URI such as s3://bucket/prefix) or "
+                f"upload_to=, or raise manifest_threshold to {images} or more to get every record in XCom",
+                parameter="destination",
+            )
         explicit = [_requests.has_task_uuid(item) for item in items]
         return _Batch(requests, explicit, keys)
 
@@ -406,8 +441,7 @@ class BflImageInferenceOperator(BaseOperator):
         finally:
             hook.close()
         plan, outcome = submission.plan, submission.outcome
-        task_uuids = {uuid: count for uuid, count in plan.expected.items() if uuid not in outcome.rejected}
-        context["ti"].xcom_push(key="task_uuids", value=task_uuids)
+        task_uuids = self._hand_off(context, plan, outcome.rejected)
         if outcome.reattached:
             self.log.info("Re-attached to %d generation(s) already submitted", len(outcome.reattached))
         if outcome.rejected:
@@ -415,6 +449,30 @@ class BflImageInferenceOperator(BaseOperator):
         if not self.wait_for_completion:
             return task_uuids
         return self._wait(context, plan, outcome.statuses, kept=[])
+
+    def _hand_off(self, context: Context, plan: GenerationPlan, rejected: Mapping[str, Any]) -> Any:
+        """
+        Push (and return) XCom ``task_uuids``: what a sensor waits for.
+
+        ``{taskUUID: numberResults}``; for a batch above ``manifest_threshold`` the plan's location
+        instead (the plan is saved there first): ``{"planURI", "conn_id", "destination",
+        "generations", "images"}``, which the sensor accepts as well.
+        """
+        submitted = GenerationPlan(entry for uuid, entry in plan.items() if uuid not in rejected)
+        value: Any = submitted.expected
+        if self._is_large(plan):
+            storage = self._storage(context)
+            assert storage is not None  # _build refuses a big batch without one
+            submitted.save(storage.plan, conn_id=storage.conn_id)
+            value = {
+                "planURI": storage.plan,
+                "conn_id": storage.conn_id,
+                "destination": storage.root,
+                "generations": len(submitted),
+                "images": submitted.image_count,
+            }
+        context["ti"].xcom_push(key="task_uuids", value=value)
+        return value
 
     def _submit(
         self,
@@ -441,18 +499,41 @@ class BflImageInferenceOperator(BaseOperator):
         """Wait for ``statuses`` (in the triggerer or here), then finish with ``kept`` records."""
         expected = {uuid: plan[uuid].number_results for uuid in statuses}
         pending = [uuid for uuid, status in statuses.items() if not status.done]
+        large = self._is_large(plan)
         if pending and self.deferrable:
             # The plan waits in XCom (never in the trigger's kwargs); dag.test() drops resume kwargs.
-            context["ti"].xcom_push(key=PLAN_XCOM_KEY, value={"plan": plan.to_json(), "kept": kept})
-            self._defer(expected)
+            context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=self._saved_plan(context, plan, kept))
+            self._defer(expected, with_results=not large)
         hook = self.hook
         try:
             done = hook.poll_until_done(dict(statuses), timeout=self.generation_timeout)
         finally:
             hook.close()
-        return self._finish(context, plan, events.from_statuses(done), kept)
+        if not large:
+            event = events.from_statuses(done)
+            return self._finish(context, plan, event, event["results"], kept)
+        event = events.from_statuses(done, with_results=False)
+        return self._finish(context, plan, event, events.drain_results(done), kept)
 
-    def _defer(self, task_uuids: dict[str, int]) -> None:
+    def _saved_plan(
+        self, context: Context, plan: GenerationPlan, kept: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """
+        XCom ``bfl_plan``: the plan and the records already landed, or for a big batch their locations.
+
+        A big batch's plan was saved by :meth:`_hand_off`; its kept records (landed before a
+        replacement) go to the task's manifest, which the finished task overwrites.
+        """
+        if not self._is_large(plan):
+            return {"plan": plan.to_json(), "kept": kept}
+        from airflow_provider_bfl.storage.manifest import write_manifest
+
+        storage = self._storage(context)
+        assert storage is not None
+        held = write_manifest(kept, storage.manifest, conn_id=storage.conn_id) if kept else []
+        return {"planURI": storage.plan, "conn_id": storage.conn_id, "kept": held}
+
+    def _defer(self, task_uuids: dict[str, int], *, with_results: bool = True) -> None:
         from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 
         self.log.info("Deferring while %d generation(s) run", len(task_uuids))
@@ -462,6 +543,7 @@ class BflImageInferenceOperator(BaseOperator):
                 bfl_conn_id=self.bfl_conn_id,
                 deadline=time.time() + self.generation_timeout,
                 poll_interval=self.poll_interval,
+                with_results=with_results,
             ),
             method_name="execute_complete",
             # The trigger reports its own deadline; Airflow's timeout is only the backstop.
@@ -484,23 +566,50 @@ class BflImageInferenceOperator(BaseOperator):
                 "deferred by an older version of the provider?); clear the task: it re-attaches to "
                 "the same generations"
             )
+        from airflow_provider_bfl.plan import is_located
+
+        if is_located(saved):
+            from airflow_provider_bfl.storage.manifest import iter_records
+
+            conn_id = saved.get("conn_id")
+            plan = GenerationPlan.load(saved["planURI"], conn_id=conn_id)
+            kept = [dict(record) for record in iter_records(saved.get("kept") or [], conn_id=conn_id)]
+        else:
+            plan = GenerationPlan.from_json(saved.get("plan"))
+            kept = list(saved.get("kept") or [])
+        if not events.is_summary(event):
+            return self._finish(context, plan, event, list(event["results"]), kept)
+        landed = {record.get("taskUUID") for record in kept}
+        waited = {uuid: count for uuid, count in plan.expected.items() if uuid not in landed}
+        hook = self.hook
+        try:  # the event has counts only: the images come from the API, a chunk of tasks per request
+            fetched, results = events.fetch_results(hook, waited, chunk=hook.settings.max_tasks_per_request)
+        finally:
+            hook.close()
+        # A failed or timed-out wait stays failed; a success is as good as what the API says now.
         return self._finish(
-            context, GenerationPlan.from_json(saved.get("plan")), event, list(saved.get("kept") or [])
+            context, plan, fetched.event() if event["status"] == events.SUCCESS else event, results, kept
         )
 
     # -- finishing: land, replace the unusable, report ----------------------------------------
 
     def _finish(
-        self, context: Context, plan: GenerationPlan, event: dict[str, Any], kept: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
+        self,
+        context: Context,
+        plan: GenerationPlan,
+        event: dict[str, Any],
+        received: list[dict[str, Any]],
+        kept: list[dict[str, Any]],
+    ) -> Any:
+        """Land the ``received`` images (those of ``event``), replace the unusable, report, return."""
         ti = context["ti"]
-        foreign = sorted({str(entry.get("taskUUID")) for entry in event["results"]} - set(plan))
+        foreign = sorted({str(entry.get("taskUUID")) for entry in received} - set(plan))
         if foreign:
             raise BflMalformedResponseError(
                 f"Task {self.task_id!r}: the trigger reported images of taskUUID(s) not in this task's "
                 f"plan: {', '.join(foreign[:5])}"
             )
-        results = [_with_plan(entry, plan) for entry in event["results"]]
+        results = [_with_plan(entry, plan) for entry in received]
         failures: list[tuple[Any, BflError]] = []
         if results and (self.destination or self.upload_to):
             # Land what arrived even when a sibling failed: it is paid for, keep it durable.
@@ -516,13 +625,29 @@ class BflImageInferenceOperator(BaseOperator):
         records = sorted(kept + results, key=lambda record: order[record["taskUUID"]])  # batch order
         self._report_cost(ti, plan, records)
         self._log_summary(plan, records)
+        large = self._is_large(plan)
+        storage = self._storage(context)
         if event["status"] != events.SUCCESS or failures:
             if records:
-                ti.xcom_push(key="partial_results", value=records)
+                ti.xcom_push(key="partial_results", value=self._records_or_ref(storage, records, large))
                 self.log.warning("Kept %d image(s) that did arrive (XCom 'partial_results')", len(records))
             raise self._failure(plan, event, failures)
         self._emit_assets(context, records)
-        return records
+        if storage is None:
+            return records
+        ref = self._records_or_ref(storage, records, large=True)
+        ti.xcom_push(key=MANIFEST_XCOM_KEY, value=ref)
+        self.log.info("Wrote the manifest of %d image record(s): %s", len(records), storage.manifest)
+        return ref if large else records
+
+    def _records_or_ref(self, storage: _Storage | None, records: list[dict[str, Any]], large: bool) -> Any:
+        """The records themselves, or (``large``) the ref of the task's manifest they were written to."""
+        if not large:
+            return records
+        from airflow_provider_bfl.storage.manifest import write_manifest
+
+        assert storage is not None
+        return write_manifest(records, storage.manifest, conn_id=storage.conn_id)
 
     def _replace_unusable(
         self,
@@ -556,7 +681,7 @@ class BflImageInferenceOperator(BaseOperator):
         finally:
             hook.close()
         plan, outcome = submission.plan, submission.outcome
-        context["ti"].xcom_push(key="task_uuids", value=plan.expected)
+        self._hand_off(context, plan, outcome.rejected)
         if outcome.rejected:
             raise _rejected_error(self.task_id, plan, outcome)
         return self._wait(context, plan, outcome.statuses, kept)
@@ -573,7 +698,7 @@ class BflImageInferenceOperator(BaseOperator):
             )
             if labels:
                 error = type(error)(
-                    f"{len(event['failures'])} of {len(plan)} generation(s) failed: {labels}",
+                    f"{events.failed_count(event)} of {len(plan)} generation(s) failed: {labels}",
                     code=error.code,
                     task_uuid=error.task_uuid,
                 )
@@ -588,6 +713,28 @@ class BflImageInferenceOperator(BaseOperator):
         return error.with_context(prefix=f"Task {self.task_id!r}: ")
 
     # -- helpers of the task ----------------------------------------------------------------
+
+    def _is_large(self, plan: GenerationPlan) -> bool:
+        """Above ``manifest_threshold``: records travel as a manifest, the plan as a location."""
+        return plan.image_count > self.manifest_threshold
+
+    def _storage(self, context: Context) -> _Storage | None:
+        """Where this task instance's manifest and plan are kept: beside its images, if it stores any."""
+        from airflow_provider_bfl.plan import plan_location
+        from airflow_provider_bfl.storage.manifest import manifest_uri
+
+        root, conn_id = (
+            (self.upload_to, self.upload_conn_id)
+            if self.upload_to
+            else (self.destination, self.destination_conn_id)
+        )
+        if not root:
+            return None
+        ti = context["ti"]
+        uri = manifest_uri(
+            root, ti.dag_id, ti.run_id, ti.task_id, -1 if ti.map_index is None else ti.map_index
+        )
+        return _Storage(root=root, manifest=uri, plan=plan_location(uri), conn_id=conn_id)
 
     def _identity(self, context: Context) -> TaskIdentity:
         from airflow_provider_bfl.operators._namespace import deployment_namespace
@@ -794,7 +941,12 @@ class BflImageInferenceOperator(BaseOperator):
             self.log.info("Generated %d image(s); total cost %.4f USD", len(records), billed)
 
     def _log_summary(self, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
-        for entry in records:
+        shown = records[:LOGGED_IMAGES] if self._is_large(plan) else records
+        if len(shown) < len(records):
+            self.log.info(
+                "%d image(s); the first %d (the manifest lists them all):", len(records), len(shown)
+            )
+        for entry in shown:
             planned = plan.get(entry.get("taskUUID", ""))
             size = f"{planned.width}x{planned.height}" if planned else "?"
             where = entry.get("storedURI") or entry.get("imageURL") or "-"
@@ -806,6 +958,16 @@ class BflImageInferenceOperator(BaseOperator):
                 entry.get("cost"),
                 where,
             )
+
+
+@dataclass(frozen=True)
+class _Storage:
+    """A task instance's manifest and saved plan, under ``root`` (its destination or upload_to)."""
+
+    root: str
+    manifest: str
+    plan: str
+    conn_id: str | None
 
 
 @dataclass(frozen=True)
