@@ -53,6 +53,28 @@ def normalize_task_uuids(value: Any) -> dict[str, int]:
     return expected_images(parsed, parameter="task_uuids", shown=value)
 
 
+def plan_handoff(value: Any) -> dict[str, Any] | None:
+    """
+    The operator's ``task_uuids`` XCom for a batch above its ``manifest_threshold`` (where its plan
+    is saved: ``{"planURI", "conn_id", "destination", ...}``), decoded like ``task_uuids``; else None.
+    """
+    from airflow_provider_bfl.exceptions import BflInvalidRequestError
+    from airflow_provider_bfl.plan import is_located
+
+    parsed = value
+    if isinstance(value, str) and looks_like_literal(value):
+        parsed = decode_rendered(value, parameter="task_uuids")
+    if not is_located(parsed):
+        return None
+    if not isinstance(parsed.get("destination"), str) or not parsed["destination"]:
+        raise BflInvalidRequestError(
+            f"task_uuids names a saved plan ({parsed['planURI']!r:.200}) but no destination to write "
+            "the results' manifest to: pass the operator's task_uuids XCom as it is",
+            parameter="task_uuids",
+        )
+    return dict(parsed)
+
+
 def _skip_exception() -> type[Exception]:
     try:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -70,7 +92,10 @@ class BflImageInferenceSensor(BaseSensorOperator):
     Pairs with ``BflImageInferenceOperator(wait_for_completion=False)``: feed its XCom (the
     taskUUIDs, or ``{taskUUID: numberResults}``) to ``task_uuids``. Returns the same XCom as the
     operator: one small dict per image (taskUUID, imageUUID, imageURL, seed, cost, NSFWContent),
-    never image bytes.
+    never image bytes. For a batch above the operator's ``manifest_threshold`` that XCom names
+    the batch's saved plan instead; the sensor then writes the records to its own manifest
+    beside it and returns (and pushes as XCom ``manifest``) the ManifestRef, and its trigger
+    event carries counts only: XCom and events stay a few KiB whatever the batch.
 
     A generation that fails or is moderated fails the sensor with the matching
     :class:`~airflow_provider_bfl.exceptions.BflError` (naming the taskUUID and the API's code) as
@@ -128,28 +153,41 @@ class BflImageInferenceSensor(BaseSensorOperator):
             if self._hook is not None:
                 self._hook.close()
 
+    def _expected(self) -> tuple[dict[str, int], dict[str, Any] | None]:
+        """``{taskUUID: images}`` to wait for, and the plan hand-off they came from (big batches)."""
+        handoff = plan_handoff(self.task_uuids)
+        if handoff is None:
+            return normalize_task_uuids(self.task_uuids), None
+        from airflow_provider_bfl.plan import GenerationPlan
+
+        return GenerationPlan.load(handoff["planURI"], conn_id=handoff.get("conn_id")).expected, handoff
+
     def poke(self, context: Context) -> PokeReturnValue:
         """One getResponse round for the tasks not finished yet."""
-        statuses = self._statuses_to_poll(normalize_task_uuids(self.task_uuids))
+        expected, handoff = self._expected()
+        statuses = self._statuses_to_poll(expected)
         pending = {task_uuid: status for task_uuid, status in statuses.items() if not status.done}
         try:
             self.hook.get_status(pending)
         except BflError as error:
-            self._fail(error, context, events.results_of(statuses))
+            self._fail(error, context, events.results_of(statuses), handoff)
         if not self.reschedule:
             self._statuses = statuses
-        event = events.from_statuses(statuses)
-        if event["pending"]:
+        event = events.from_statuses(statuses, with_results=handoff is None)
+        running = [task_uuid for task_uuid, status in statuses.items() if not status.done]
+        if running:
             self.log.info(
                 "%d of %d generation(s) still running (%d image(s) received, %d failed): %s",
-                len(event["pending"]),
+                len(running),
                 len(statuses),
-                len(event["results"]),
-                len(event["failures"]),
-                ", ".join(event["pending"]),
+                sum(len(status.results) for status in statuses.values()),
+                sum(status.error is not None for status in statuses.values()),
+                ", ".join(event["pending"])
+                + ("" if handoff is None or len(running) <= events.DETAILED else " ..."),
             )
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._results(context, event))
+        results = events.results_of(statuses) if handoff is None else events.drain_results(statuses)
+        return PokeReturnValue(is_done=True, xcom_value=self._results(context, event, results, handoff))
 
     def _statuses_to_poll(self, expected: dict[str, int]) -> dict[str, TaskStatus]:
         """Poke mode resumes from the last poke; reschedule mode (a fresh instance) starts over."""
@@ -161,11 +199,13 @@ class BflImageInferenceSensor(BaseSensorOperator):
     def _defer(self) -> NoReturn:
         from airflow_provider_bfl.triggers.bfl import BflImageInferenceTrigger
 
+        expected, handoff = self._expected()
         trigger = BflImageInferenceTrigger(
-            task_uuids=normalize_task_uuids(self.task_uuids),
+            task_uuids=expected,
             bfl_conn_id=self.bfl_conn_id,
             deadline=time.time() + self.timeout,
             poll_interval=self.poll_interval,
+            with_results=handoff is None,
         )
         self.defer(
             trigger=trigger,
@@ -173,22 +213,62 @@ class BflImageInferenceSensor(BaseSensorOperator):
             timeout=timedelta(seconds=self.timeout) + DEFER_TIMEOUT_GRACE,
         )
 
-    def execute_complete(self, context: Context, event: Any = None) -> list[dict[str, Any]]:
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Resume from the trigger: the images on success, the error the event stands for otherwise."""
         try:
             checked = events.validate(event)
         except BflError as error:
             self._fail(error, context)
-        return self._results(context, checked)
+        if not events.is_summary(checked):
+            return self._results(context, checked, list(checked["results"]), None)
+        expected, handoff = self._expected()
+        try:  # a summary event has counts only: the images come from the API, a chunk per request
+            fetched, results = events.fetch_results(
+                self.hook, expected, chunk=self.hook.settings.max_tasks_per_request
+            )
+        finally:
+            self.hook.close()
+        final = fetched.event() if checked["status"] == events.SUCCESS else checked
+        return self._results(context, final, results, handoff)
 
-    def _results(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = list(event["results"])
+    def _results(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        results: list[dict[str, Any]],
+        handoff: dict[str, Any] | None,
+    ) -> Any:
+        """The images (or, for a plan hand-off, the ref of their manifest), or the event's error."""
         if event["status"] != events.SUCCESS:
-            self._fail(events.error_for(event), context, results)
+            self._fail(events.error_for(event), context, results, handoff)
         self.log.info("%s", event["message"])
-        return results
+        if handoff is None:
+            return results
+        ref = self._manifest(context, results, handoff)
+        context["ti"].xcom_push(key="manifest", value=ref)
+        return ref
 
-    def _fail(self, error: BflError, context: Context, results: Sequence[dict[str, Any]] = ()) -> NoReturn:
+    def _manifest(self, context: Context, results: Sequence[dict[str, Any]], handoff: dict[str, Any]) -> Any:
+        """Write ``results`` to this sensor's manifest beside the plan's destination; its ref."""
+        from airflow_provider_bfl.storage.manifest import manifest_uri, write_manifest
+
+        ti = context["ti"]
+        uri = manifest_uri(
+            handoff["destination"],
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            -1 if ti.map_index is None else ti.map_index,
+        )
+        return write_manifest(results, uri, conn_id=handoff.get("conn_id"))
+
+    def _fail(
+        self,
+        error: BflError,
+        context: Context,
+        results: Sequence[dict[str, Any]] = (),
+        handoff: dict[str, Any] | None = None,
+    ) -> NoReturn:
         """
         Raise ``error``, or skip the task when ``soft_fail``/``never_fail`` asks for it.
 
@@ -199,7 +279,8 @@ class BflImageInferenceSensor(BaseSensorOperator):
         """
         ti = context.get("ti")
         if results and ti is not None:
-            ti.xcom_push(key=PARTIAL_RESULTS_XCOM_KEY, value=list(results))
+            kept = list(results) if handoff is None else self._manifest(context, results, handoff)
+            ti.xcom_push(key=PARTIAL_RESULTS_XCOM_KEY, value=kept)
             self.log.warning(
                 "Kept %d image(s) that did arrive (already billed) in XCom %r",
                 len(results),

@@ -23,6 +23,7 @@ from airflow_provider_bfl import events
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
 from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
 from airflow_provider_bfl.plan import GenerationPlan
+from airflow_provider_bfl.sensors.bfl import BflImageInferenceSensor
 from airflow_provider_bfl.storage.manifest import is_manifest_ref, iter_records
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from tests.conftest import DAGS_FOLDER
@@ -359,3 +360,45 @@ with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag
     assert {record["taskUUID"] for record in records} < billed
     plan = GenerationPlan.load(xcoms["bfl_plan"]["planURI"], conn_id=None)
     assert [entry.generation for entry in plan.values()] == [1, 1]
+
+
+# -- the sensor waits on a big batch by its plan's location -------------------------------------------------------
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferred", "poking"])
+def test_the_sensor_waits_for_a_big_batch_by_its_saved_plan(
+    bfl_conn: RunwareEmulator, tmp_path: Path, deferrable: bool
+) -> None:
+    bfl_conn.latency = 0.3
+    run = write_dag(
+        DAGS_FOLDER,
+        f"""
+with DAG(DAG_ID, schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+    submitted = BflImageInferenceOperator(
+        task_id="submit", prompts=[f"lamp {{i}}" for i in range(150)], width=256, height=256,
+        destination={"file://" + str(tmp_path)!r}, wait_for_completion=False,
+    )
+    BflImageInferenceSensor(task_id="wait", task_uuids=submitted.output, deferrable={deferrable},
+                            poke_interval=0.2, poll_interval=0.2, timeout=300)
+""",
+    ).test()
+
+    assert task_states(run) == {"submit": "success", "wait": "success"}
+    for task_id in ("submit", "wait"):
+        xcoms = pushed(run, task_id)
+        assert {key: size(value) for key, value in xcoms.items() if size(value) >= SMALL} == {}, task_id
+    handoff = pushed(run, "submit")["return_value"]
+    assert handoff["generations"] == 150 and "planURI" in handoff
+    ref = pushed(run, "wait")["return_value"]
+    assert is_manifest_ref(ref) and ref["bflManifest"].endswith("/_manifests/wait.jsonl")
+    results = list(iter_records(ref))
+    assert len({result["imageUUID"] for result in results}) == 150
+    assert {result["taskUUID"] for result in results} == set(bfl_conn.snapshot().tasks)
+    assert bfl_conn.snapshot().images_billed == 150
+
+
+def test_the_sensor_refuses_a_plan_location_without_a_destination() -> None:
+    waiter = BflImageInferenceSensor(task_id="wait", task_uuids={"planURI": "file:///tmp/x/plans/t.jsonl"})
+    with pytest.raises(BflInvalidRequestError, match="no destination") as caught:
+        waiter.poke(context={})
+    assert caught.value.parameter == "task_uuids"
