@@ -149,6 +149,18 @@ class BflImageReviewOperator(HITLOperator):
         self.params = ParamsDict({LEAVE_OUT: _leave_out_param([item.label for item in candidates])})
         return super().execute(context)
 
+    def validate_params_input(self, params_input: Any) -> None:
+        """
+        The answer holds this review's one form field. Not compared with ``self.params``, as the
+        base class does: on resume Airflow 3.1 has merged the DAG's params into them.
+        """
+        unknown = set(params_input or {}) - {LEAVE_OUT}
+        if unknown:
+            raise BflError(
+                f"Task {self.task_id!r}: the review's answer has fields this form does not: {sorted(unknown)}",
+                parameter="params_input",
+            )
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         # error_type: standard provider 1.9+; timedout (the defaults chosen for the reviewer): older
         if event.get("error_type") == "timeout" or event.get("timedout"):

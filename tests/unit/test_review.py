@@ -102,3 +102,31 @@ def test_images_rendered_as_text_are_decoded_and_junk_is_a_bfl_error() -> None:
     assert [item.number for item in review._items()] == [1, 2]
     with pytest.raises(BflError, match="images"):
         BflImageReviewOperator(task_id="r", images="{not json")._items()
+
+
+def test_an_answer_is_checked_against_the_review_form_not_the_dags_params() -> None:
+    """On resume Airflow 3.1 merges the DAG's params into the task's: the answer is still valid."""
+    from datetime import datetime, timezone
+
+    from airflow.sdk import Param
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from airflow_provider_bfl.exceptions import BflError
+    from airflow_provider_bfl.review.operator import LEAVE_OUT, PUBLISH, BflImageReviewOperator
+
+    review = BflImageReviewOperator(task_id="r", images=[_verdict(1), _verdict(2)])
+    labels = [item.label for item in review._items()]
+    review.params = ParamsDict(
+        {"destination": Param("file:///tmp/x"), "review": Param("human"), LEAVE_OUT: Param([])}
+    )
+    event = {
+        "chosen_options": [PUBLISH],
+        "params_input": {LEAVE_OUT: [labels[1]]},
+        "responded_at": datetime(2026, 12, 1, tzinfo=timezone.utc),
+        "responded_by_user": {"id": "reviewer", "name": "reviewer"},
+    }
+    answer = review.execute_complete({}, event)  # type: ignore[arg-type]
+    assert [record["imageUUID"] for record in answer["approved"]] == ["img-1"]
+    assert [record["imageUUID"] for record in answer["left_out"]] == ["img-2"]
+    with pytest.raises(BflError, match=r"fields this form does not: \['destination'\]"):
+        review.execute_complete({}, {**event, "params_input": {LEAVE_OUT: [], "destination": "s3://x"}})  # type: ignore[arg-type]
