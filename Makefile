@@ -62,7 +62,7 @@ deployment-services:
 # virtualenv each under .venv/matrix (writes tests/deployment/MATRIX.md). MATRIX_ARGS="--versions 3.2.2".
 MATRIX_ARGS ?=
 .PHONY: matrix
-matrix: $(STAMP)
+matrix: $(STAMP) browser-deps
 	$(BIN)/python -m tests.deployment.matrix $(MATRIX_ARGS)
 
 # Runs every benchmark (each against a baseline measured in the same run), prints the ratios and

@@ -1,13 +1,14 @@
 """
-``make matrix``: the unit, example-DAG and ``dag.test()`` suites on the newest patch of every Airflow
-minor the provider claims (3.1, 3.2, 3.3).
+``make matrix``: the unit, example-DAG, ``dag.test()`` and browser suites on the newest patch of every
+Airflow minor the provider claims (3.1, 3.2, 3.3).
 
 One virtualenv per version under ``.venv/matrix/airflow-<version>`` (re-used while ``pyproject.toml``
 is unchanged), built with uv from PyPI: ``-e .[dev]`` plus ``apache-airflow==<version>`` and the pins
 in :data:`PINS`. Airflow's own constraint files live on GitHub, which the build machines cannot
 reach, so the resolver picks provider versions itself and what breaks is pinned here. The suites
-(``tests/unit`` and ``tests/testing``; not the deployment tests, which ``make reliability`` runs on
-the installed version) run in each; a table is printed and written to ``tests/deployment/MATRIX.md``.
+(``tests/unit``, ``tests/testing`` and ``tests/browser``: the gallery and the review page in Chromium
+against that version's api-server; not the deployment tests, which ``make reliability`` runs on the
+installed version) run in each; a table is printed and written to ``tests/deployment/MATRIX.md``.
 
     python -m tests.deployment.matrix [--versions 3.1.8,3.2.2,3.3.2] [--minors 3.1,3.2,3.3]
 """
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENVS = ROOT / ".venv" / "matrix"
 RESULTS = Path(__file__).with_name("MATRIX.md")
 MINORS = ("3.1", "3.2", "3.3")
-SUITES = ("tests/unit", "tests/testing")
+SUITES = ("tests/unit", "tests/testing", "tests/browser")
 #: Extra requirements per Airflow minor, for what the resolver gets wrong without Airflow's constraints.
 PINS: dict[str, list[str]] = {
     # celery 5.7 dropped celery.backends.database.retry, which every Celery provider release imports.
