@@ -18,6 +18,14 @@ Downloads are bounded whatever the server does: a total deadline per image (not 
 size cap on the decoded bytes (a gzip body is inflated 64 KiB at a time and counted), at most
 ``max_redirects`` redirects, optionally only to ``image_hosts``, and never a quoted body byte in
 an error message.
+
+Throughput: a far image host answers each request after a round trip and sends each connection
+only so fast, so one connection is a fraction of the link; :data:`DEFAULT_CONCURRENCY`
+downloads run at once, each on a kept-alive connection of one pool (a new TCP connection only
+when the pool has none free), which fills a link of about 40 MB/s from a host adding 80 ms a
+request at 2 MB/s a connection (``benchmarks/landing_throughput.py``). Memory stays bounded
+whatever the batch: each download streams 64 KiB at a time, and spools together keep at most
+:data:`SPOOL_BUDGET` in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 import zlib
@@ -35,6 +42,7 @@ from collections.abc import Collection, Generator, Iterable, Iterator, Mapping, 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -56,8 +64,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-#: Spooled uploads stay in memory up to this size, then go to a temporary file.
+#: Downloads at once unless configured: with 80 ms a request and 2 MB/s a connection about 23
+#: fill a 40 MB/s link; 32 reach 0.95x of it, 64 no more, and each costs ~0.5 MiB of memory
+#: (``benchmarks/landing_throughput.py``), so more is never the default.
+DEFAULT_CONCURRENCY = 32
+#: A ceiling that catches a typo (a thread and a connection per download) rather than a real need.
+MAX_CONCURRENCY = 128
+#: The setting's name, in the operator (``landing_concurrency=``) and in ``[bfl]`` of the config.
+CONCURRENCY_SETTING = "landing_concurrency"
+#: A spooled upload stays in memory up to this size, then goes to a temporary file ...
 SPOOL_MEMORY = 2 * 1024 * 1024
+#: ... and all the spools of one lander together keep at most this much in memory.
+SPOOL_BUDGET = 8 * 1024 * 1024
 DOWNLOAD_ATTEMPTS = 4
 #: Seconds one image may take to download, all attempts and redirects included.
 DOWNLOAD_DEADLINE = 120.0
@@ -71,6 +89,33 @@ _HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a
 
 #: What the request asked for, per taskUUID: {"width", "height", "outputFormat"}.
 Requested = Mapping[str, Any]
+
+
+def landing_concurrency(value: object = None) -> int:
+    """
+    Downloads at once: ``value`` if given, else ``[bfl] landing_concurrency``, else :data:`DEFAULT_CONCURRENCY`.
+
+    A whole number from 1 to :data:`MAX_CONCURRENCY` (a string of digits too: the config holds
+    text); anything else is a :class:`BflInvalidRequestError` naming where the value came from.
+    """
+    where = CONCURRENCY_SETTING
+    if value is None:
+        from airflow.providers.common.compat.sdk import conf
+
+        value = conf.get("bfl", CONCURRENCY_SETTING, fallback=None)
+        if value is None or not str(value).strip():
+            return DEFAULT_CONCURRENCY
+        where = f"[bfl] {CONCURRENCY_SETTING} in the Airflow configuration"
+    number = value.strip() if isinstance(value, str) else value
+    if isinstance(number, str) and number.isascii() and number.isdigit():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_CONCURRENCY:
+        raise BflInvalidRequestError(
+            f"{where}: got {value!r:.40}; allowed: a whole number of downloads at once from 1 to "
+            f"{MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY})",
+            parameter=CONCURRENCY_SETTING,
+        )
+    return number
 
 
 def safe_segment(part: object) -> str:
@@ -140,8 +185,10 @@ class ImageLander:
     Lands images under ``destination`` (an ``ObjectStoragePath`` URI: ``file://``, ``s3://``, ...).
 
     :param conn_id: Airflow connection for the storage (e.g. ``aws_default`` for ``s3://``).
-    :param concurrency: Images downloaded at once; memory use is about ``concurrency`` x 64 KiB
-        plus spool buffers for remote stores.
+    :param concurrency: Images downloaded at once, each on a kept-alive connection (see
+        :func:`landing_concurrency`; None: ``[bfl] landing_concurrency``, else
+        :data:`DEFAULT_CONCURRENCY`). Memory is about ``concurrency`` x 0.5 MiB, plus
+        :data:`SPOOL_BUDGET` and the store's own upload buffers for remote stores.
     :param timeout: seconds any one socket read, write or connect may wait.
     :param download_deadline: seconds one image may take in all (every attempt and redirect): a
         server dripping bytes cannot hold a worker longer than this.
@@ -158,7 +205,7 @@ class ImageLander:
         dag_id: str,
         run_id: str,
         conn_id: str | None = None,
-        concurrency: int = 4,
+        concurrency: int | None = None,
         timeout: float = 60.0,
         download_deadline: float = DOWNLOAD_DEADLINE,
         max_bytes: int = MAX_BYTES,
@@ -172,7 +219,8 @@ class ImageLander:
         )
         self.dag_id = dag_id
         self.run_id = run_id
-        self.concurrency = max(1, concurrency)
+        self.concurrency = landing_concurrency(concurrency)
+        self.spool_memory = max(CHUNK, min(SPOOL_MEMORY, SPOOL_BUDGET // self.concurrency))
         self.max_bytes = max_bytes
         self.download_deadline = download_deadline
         self.max_redirects = max(0, max_redirects)
@@ -307,9 +355,8 @@ class ImageLander:
 
     # -- internals -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _spool() -> tempfile.SpooledTemporaryFile[bytes]:
-        return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, prefix="bfl-landing-")
+    def _spool(self) -> SpooledTemporaryFile[bytes]:
+        return SpooledTemporaryFile(max_size=self.spool_memory, prefix="bfl-landing-")
 
     def _commit(
         self,
@@ -382,7 +429,9 @@ class ImageLander:
                     f"{self.max_bytes}-byte limit"
                 )
             decoder = _Decoder(response.headers.get("content-encoding"), _label(entry))
-            for raw in response.iter_raw(CHUNK):
+            # As the network delivers it (httpcore reads at most 64 KiB at a time): asking httpx
+            # for CHUNK-sized pieces would copy every byte once more to re-cut them.
+            for raw in response.iter_raw():
                 yield from decoder.feed(raw)
                 if deadline_passed():  # also between chunks: proxied connections lack the hard deadline
                     raise httpx.ReadTimeout("the total deadline passed")
