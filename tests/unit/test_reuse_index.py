@@ -188,6 +188,17 @@ def test_the_first_claim_wins_and_every_later_one_is_told_its_task_uuid(place: P
     assert (again.won, again.task_uuid) == (True, first)
 
 
+def test_claim_many_claims_each_fingerprint_once(local: Place) -> None:
+    index = local.index()
+    theirs = new_uuid()
+    index.claim(OTHER_FP, theirs, "run-1")
+    ours = {FP: new_uuid(), OTHER_FP: new_uuid()}
+    claims = index.claim_many(ours, owner="run-2")
+    assert list(claims) == [FP, OTHER_FP]
+    assert (claims[FP].won, claims[FP].task_uuid) == (True, ours[FP])
+    assert (claims[OTHER_FP].won, claims[OTHER_FP].task_uuid) == (False, theirs)
+
+
 def test_fingerprints_do_not_share_entries(place: Place) -> None:
     index = place.index()
     a, b = new_uuid(), new_uuid()
@@ -578,3 +589,54 @@ def test_a_claim_whose_answer_was_lost_is_still_won(reuse_bucket: Any, mocker: A
     task_uuid = new_uuid()
     outcome = s3_place(reuse_bucket).index().claim(FP, task_uuid, "o")
     assert (outcome.won, outcome.task_uuid) == (True, task_uuid)
+
+
+# -- rebuilding from the manifests beside the images ----------------------------------------------------
+
+
+def test_rebuild_from_manifests_restores_the_index_of_every_run(
+    place: Place, request: pytest.FixtureRequest
+) -> None:
+    from airflow_provider_bfl.storage.manifest import manifest_uri, write_manifest
+    from airflow_provider_bfl.storage.reuse import rebuild_from_manifests
+
+    index = place.index()
+    runs = {}
+    for run_id, salt in (("manual__2026-11-30T00:00:00+00:00", "a"), ("scheduled__2026-12-01", "b")):
+        records = []
+        for n in range(3):
+            fp = hashlib.sha256(f"{salt}{n}".encode()).hexdigest()
+            record = {**place.land(new_uuid(), f"{salt}{n}".encode()), "fingerprint": fp}
+            index.publish(fp, [record], owner=run_id)
+            records.append(record)
+        write_manifest(
+            records, manifest_uri(place.uri, "nightly", run_id, "generate", -1), conn_id=place.conn_id
+        )
+        runs[run_id] = records
+    damaged = manifest_uri(place.uri, "nightly", "manual__broken", "generate", 3)
+    write_manifest(runs["scheduled__2026-12-01"][:1], damaged, conn_id=place.conn_id)
+    place.write(damaged, b'{"taskUUID": "cut off mid-')  # truncated: no complete line left
+    client = request.getfixturevalue("reuse_bucket") if place.conn_id else None
+    wipe_index(place, client)
+    counts = rebuild_from_manifests(place.uri, place.conn_id)
+    assert counts == {
+        "records": 6,
+        "restored": 6,
+        "kept": 0,
+        "missing": 0,
+        "skipped": 0,
+        "manifests": 3,
+        "damagedManifests": 1,
+    }
+    for records in runs.values():
+        for record in records:
+            entry = index.lookup(record["fingerprint"])
+            assert entry is not None and entry.task_uuid == record["taskUUID"] and index.usable(entry)
+
+
+def test_rebuild_from_manifests_of_an_empty_destination_finds_nothing(local: Place) -> None:
+    from airflow_provider_bfl.storage.reuse import rebuild_from_manifests
+
+    Path(local.uri.removeprefix("file://")).mkdir(parents=True)
+    counts = rebuild_from_manifests(local.uri)
+    assert counts["manifests"] == 0 and counts["restored"] == 0

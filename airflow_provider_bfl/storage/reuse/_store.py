@@ -76,6 +76,8 @@ class LocalStore:
 
     def create(self, key: str, data: bytes) -> None:
         final = self.root / key
+        if final.exists():
+            raise Lost  # saves writing a copy only to lose; the link below is what decides
         final.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._written(final, data)
         try:

@@ -44,7 +44,10 @@ INDEX_FOLDER = "_bfl_index"
 #: Read-decide-write rounds one operation may lose to other writers before giving up; each lost
 #: round means another writer made progress, so reaching this needs a storm of them.
 MAX_ROUNDS = 16
-#: Index entries read (and their images checked) at once by :meth:`ReuseIndex.lookup_many`.
+#: Copies of one image :meth:`ReuseIndex.rebuild` keeps to choose from (each run that landed a
+#: generation holds one): memory stays bounded by the distinct images, however many runs there were.
+MAX_COPIES = 4
+#: Entries read (and their images checked) or claimed at once by the ``*_many`` methods.
 LOOKUP_CONCURRENCY = 16
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 #: {taskUUID: {imageUUID: [the copies of that image, as entries keep them]}} of one fingerprint.
@@ -74,6 +77,8 @@ class ReuseIndex:
         validate_destination(destination, conn_id)
         root = ObjectStoragePath(destination, conn_id=conn_id) if conn_id else ObjectStoragePath(destination)
         self.conn_id = conn_id
+        #: The destination (the index is one folder in it).
+        self.root: ObjectStoragePath = root
         #: The destination as landed records name it (their ``storedURI`` starts with it).
         self.root_uri = stored_uri(root).rstrip("/")
         scheme = self.root_uri.partition("://")[0]
@@ -130,7 +135,17 @@ class ReuseIndex:
         gets the same ``task_uuid``. Submit that taskUUID, won or not: the API bills it once. A
         landed entry is never claimed over (see :meth:`replace`).
         """
-        return self._settle(fingerprint, entries.claimed(fingerprint, task_uuid, owner), lambda _: False)
+        proposed = entries.claimed(fingerprint, task_uuid, owner)
+        # Claims follow a lookup that found nothing: try to create first, one request instead of two.
+        if self._written(_key(fingerprint), proposed, None):
+            return Claim(True, proposed.task_uuid, proposed)
+        return self._settle(fingerprint, proposed, lambda _: False)
+
+    def claim_many(self, proposals: Mapping[str, str], owner: str) -> dict[str, Claim]:
+        """:meth:`claim` for ``{fingerprint: proposed taskUUID}``, :data:`LOOKUP_CONCURRENCY` at a time."""
+        with ThreadPoolExecutor(max_workers=LOOKUP_CONCURRENCY, thread_name_prefix="bfl-reuse") as pool:
+            claims = pool.map(lambda item: self.claim(item[0], item[1], owner), proposals.items())
+            return dict(zip(proposals, claims, strict=True))
 
     def replace(self, fingerprint: str, new_task_uuid: str, owner: str, *, stale: str | None) -> Claim:
         """
@@ -198,8 +213,10 @@ class ReuseIndex:
                 counts["skipped"] += 1
                 continue
             fingerprint, task_uuid, image = indexable
-            copies = found.setdefault(fingerprint, {}).setdefault(task_uuid, {})
-            copies.setdefault(image["imageUUID"], []).append(image)
+            generation = found.setdefault(fingerprint, {}).setdefault(task_uuid, {})
+            copies = generation.setdefault(image["imageUUID"], [])
+            if len(copies) < MAX_COPIES and all(c["storedURI"] != image["storedURI"] for c in copies):
+                copies.append(image)  # a re-used record names the original's copy: kept once
         with ThreadPoolExecutor(max_workers=LOOKUP_CONCURRENCY, thread_name_prefix="bfl-reuse") as pool:
             for outcome in pool.map(lambda item: self._restore(item[0], item[1], owner), found.items()):
                 counts[outcome] += 1
