@@ -276,6 +276,17 @@ def test_publish_over_a_claim_of_another_generation_is_a_conflict(local: Place) 
     assert index.lookup(FP).task_uuid == claimed and index.lookup(FP).state == "claimed"
 
 
+def test_publish_many_indexes_each_generation_and_reports_the_ones_it_could_not(local: Place) -> None:
+    index = local.index()
+    index.claim(OTHER_FP, new_uuid(), "run-1")  # another generation holds this one
+    ours = {FP: [local.land(new_uuid(), b"a")], OTHER_FP: [local.land(new_uuid(), b"b")]}
+    published = index.publish_many(ours, owner="run-2", origin={"runId": "run-2"})
+    assert list(published) == [FP, OTHER_FP]
+    landed, refused = published[FP], published[OTHER_FP]
+    assert not isinstance(landed, BflReuseError) and landed.task_uuid == ours[FP][0]["taskUUID"]
+    assert isinstance(refused, BflReuseError) and refused.code == "indexConflict"
+
+
 def test_a_second_copy_of_the_same_generation_keeps_the_first(local: Place) -> None:
     """Two runs submitted the claimed taskUUID (one paid), each landed it in its own folder."""
     index = local.index()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -39,8 +39,8 @@ IMAGE_FIELDS = (
     "contentType",
     "NSFWContent",
 )
-#: Longest owner or origin value kept (ids of a DAG, run and task).
-MAX_TEXT = 500
+#: Longest owner or origin value kept (a DAG id and a run id are up to 250 characters each).
+MAX_TEXT = 1000
 
 State = Literal["claimed", "landed"]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -237,11 +237,3 @@ def _text(value: Any, name: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def records_by_task(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Records grouped by taskUUID (one generation each), in first-seen order."""
-    grouped: dict[str, list[Mapping[str, Any]]] = {}
-    for record in records:
-        grouped.setdefault(str(record.get("taskUUID")), []).append(record)
-    return grouped

@@ -89,9 +89,9 @@ class ReuseIndex:
             self._store = S3Store(root / INDEX_FOLDER)
         else:
             raise BflInvalidRequestError(
-                f"destination {destination!r:.200}: re-use keeps its index beside the images and needs "
-                f"writes that only succeed if nothing changed meanwhile, which landing here supports "
-                f"for local folders and s3:// only, not {scheme}://",
+                f"destination {destination!r:.200}: re-use keeps its index in the destination and needs "
+                "conditional writes there (create if absent, replace if unchanged), which this provider "
+                f"has for local folders and s3:// only, not {scheme}://",
                 parameter="destination",
             )
 
@@ -192,6 +192,29 @@ class ReuseIndex:
                 task_uuid=proposed.task_uuid,
             )
         return outcome.entry
+
+    def publish_many(
+        self,
+        generations: Mapping[str, Sequence[Mapping[str, Any]]],
+        *,
+        owner: str,
+        origin: Mapping[str, Any] | None = None,
+    ) -> dict[str, Entry | BflReuseError]:
+        """
+        :meth:`publish` for ``{fingerprint: records}``, :data:`LOOKUP_CONCURRENCY` at a time.
+
+        A generation that cannot be indexed gets its :class:`BflReuseError` in the answer instead
+        of stopping the others: its images are landed and paid for either way.
+        """
+
+        def one(item: tuple[str, Sequence[Mapping[str, Any]]]) -> Entry | BflReuseError:
+            try:
+                return self.publish(item[0], item[1], owner=owner, origin=origin)
+            except BflReuseError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=LOOKUP_CONCURRENCY, thread_name_prefix="bfl-reuse") as pool:
+            return dict(zip(generations, pool.map(one, generations.items()), strict=True))
 
     def rebuild(self, records: Iterable[Mapping[str, Any]], *, owner: str = "rebuild") -> dict[str, int]:
         """
