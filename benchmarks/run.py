@@ -34,6 +34,7 @@ BENCHMARKS = (
     "client_overhead",
     "response_scale",
     "gallery",
+    "landing_throughput",
     "landing_memory",
 )
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

@@ -262,16 +262,3 @@ def test_the_host_paces_each_connection_and_the_link(tmp_path: Path) -> None:
             many = 16 * size / (time.perf_counter() - started)
     assert one <= ceiling(1e6, 8 * size)
     assert many <= ceiling(2e6, 16 * size)  # the link's cap, not 8 x the connection's
-
-
-@pytest.mark.timeout(600)
-def test_the_benchmark_runs_at_quick_sizes() -> None:
-    result = landing_throughput.run(quick=True)
-    assert result.skipped is None and result.rows
-    rows = {row.metric.split(" (")[0]: row for row in result.rows}
-    assert rows["images landed"].met is True
-    assert rows["throughput vs the link limit"].ratio is not None
-    assert rows["throughput vs concurrency 4"].ratio is not None
-    [default] = result.raw["default"]  # one run at quick sizes
-    assert default["concurrency"] == DEFAULT_CONCURRENCY and default["images"] == 24
-    assert 0 < default["connections"] <= DEFAULT_CONCURRENCY
