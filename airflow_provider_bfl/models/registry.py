@@ -1,10 +1,14 @@
 """
 The model registry: every FLUX model the provider knows, one module each under ``models/flux/``.
 
-A model module defines ``SPEC = define(ModelSpec(...))``; modules are found by listing the
+A model module defines ``SPEC = ModelSpec(...)``, plain data; modules are found by listing the
 package, so adding a model is adding one file (and its tests). Everything model-specific is read
 from here: request validation (:func:`validate_request`), the operator's keywords, the budget
 estimate, the result dimensions the plan, landing and QA expect, and the emulator's rules.
+
+Listing the models and reading their keywords builds no pydantic class (a DAG file's imports do
+both); a model's request class is built the first time one of its requests is validated
+(:attr:`~airflow_provider_bfl.models.spec.ModelSpec.request_class`).
 
 A model the provider does not know yet can still be used: ``validate_request(wire,
 allow_unknown_model=True)`` (operator: ``allow_unknown_model=True``) checks the platform fields
@@ -13,29 +17,18 @@ only and passes the rest to the server, which judges it.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
-
-from pydantic import ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
-from airflow_provider_bfl.models._base import WireInt
-from airflow_provider_bfl.models.request import ImageInferenceRequest
-from airflow_provider_bfl.models.spec import ModelSpec, build_request_class
+from airflow_provider_bfl.models.spec import ModelSpec, SizeRange
+from airflow_provider_bfl.models.wire import MODEL_ID
 
-
-def define(spec: ModelSpec) -> ModelSpec:
-    """The spec with its request class built from its rules (kept when the module wrote its own)."""
-    if (
-        spec.request_class is not ImageInferenceRequest
-        or spec.air == ImageInferenceRequest.model_fields["model"].default
-    ):
-        return spec
-    return dataclasses.replace(spec, request_class=build_request_class(spec))
+if TYPE_CHECKING:
+    from airflow_provider_bfl.models.request import ImageInferenceRequest
 
 
 @cache
@@ -48,7 +41,7 @@ def models() -> dict[str, ModelSpec]:
         module = importlib.import_module(f"{flux.__name__}.{info.name}")
         spec = getattr(module, "SPEC", None)
         if not isinstance(spec, ModelSpec):
-            raise TypeError(f"{module.__name__} defines no SPEC = define(ModelSpec(...))")
+            raise TypeError(f"{module.__name__} defines no SPEC = ModelSpec(...)")
         if spec.air in found:
             raise TypeError(f"{module.__name__}: model {spec.air} is already defined")
         found[spec.air] = spec
@@ -83,30 +76,15 @@ def unknown_model(model: Any) -> BflInvalidRequestError:
     )
 
 
-class UnknownModelRequest(ImageInferenceRequest):
-    """The escape hatch: a model the registry does not list; platform fields checked, the rest passed through."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(alias="model", description="an AIR id the provider does not know yet")  # type: ignore[assignment]
-    positive_prompt: str = Field(alias="positivePrompt", min_length=1, description="a non-empty string")
-    width: WireInt | None = Field(None, alias="width", description="an integer")  # type: ignore[assignment]
-    height: WireInt | None = Field(None, alias="height", description="an integer")  # type: ignore[assignment]
-    provider_settings: dict[str, Any] | None = Field(  # type: ignore[assignment]
-        None, alias="providerSettings", description="an object"
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        return {**super().to_wire(), **(self.model_extra or {})}
-
-
 def request_class(model: Any, *, allow_unknown_model: bool = False) -> type[ImageInferenceRequest]:
     """The request class for ``model`` (the wire ``model`` value); default ``bfl:2@1`` when absent."""
     if model is None:
-        return ImageInferenceRequest
+        return models()[MODEL_ID].request_class
     if isinstance(model, str) and model in models():
         return models()[model].request_class
     if allow_unknown_model and isinstance(model, str) and model:
+        from airflow_provider_bfl.models.classes import UnknownModelRequest
+
         return UnknownModelRequest
     raise unknown_model(model)
 
@@ -119,6 +97,8 @@ def validate_request(wire: Mapping[str, Any], *, allow_unknown_model: bool = Fal
     parameter; an unregistered ``model`` is an error listing the registered ones unless
     ``allow_unknown_model`` is set (then only the platform fields are checked).
     """
+    from airflow_provider_bfl.models.request import ImageInferenceRequest
+
     if isinstance(wire, ImageInferenceRequest):
         return wire
     if not isinstance(wire, Mapping):
@@ -135,33 +115,24 @@ def spec_of(request: ImageInferenceRequest) -> ModelSpec | None:
     return models().get(request.model)
 
 
-def keyword_fields() -> dict[str, str]:
-    """``{python name: wire name}`` of every top-level request field any registered model has."""
+def added_fields() -> dict[str, str]:
+    """``{python name: wire name}`` of the top-level fields some registered model adds to FLUX.1.1 [pro]'s."""
     names: dict[str, str] = {}
     for spec in models().values():
-        for name, info in spec.request_class.model_fields.items():
-            names.setdefault(name, info.alias or name)
+        names |= spec.added_fields()
     return names
 
 
 def provider_keywords() -> dict[str, str]:
-    """``{python name: wire name}`` of every ``providerSettings.bfl`` field a registered model confirms."""
+    """``{python name: wire name}`` of every ``providerSettings.bfl`` field a registered model types."""
     names: dict[str, str] = {}
     for spec in models().values():
-        settings = spec.request_class.model_fields["provider_settings"].annotation
-        for candidate in getattr(settings, "__args__", (settings,)):
-            bfl = getattr(candidate, "model_fields", {}).get("bfl")
-            if bfl is None:
-                continue
-            for name, info in bfl.annotation.model_fields.items():
-                names.setdefault(name, info.alias or name)
+        names |= spec.settings_fields()
     return names
 
 
 def largest_output_pixels() -> int:
     """Pixels of the largest image any registered model makes (a decode or size limit to size by)."""
-    from airflow_provider_bfl.models.spec import SizeRange
-
     largest = 0
     for spec in models().values():
         if isinstance(spec.sizes, SizeRange):

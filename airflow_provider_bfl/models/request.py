@@ -15,15 +15,10 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from airflow_provider_bfl.models._base import WireInt, WireModel, invalid_request
+from airflow_provider_bfl.models.wire import BYTE_OUTPUTS as BYTE_OUTPUTS
+from airflow_provider_bfl.models.wire import MODEL_ID, DeliveryMethod, OutputFormat, OutputType
 
-MODEL_ID = "bfl:2@1"
 SEED_MAX = 2**63 - 1
-
-OutputType = Literal["URL", "dataURI", "base64Data"]
-OutputFormat = Literal["JPG", "PNG", "WEBP"]
-DeliveryMethod = Literal["sync", "async"]
-#: Output types whose results carry the image bytes themselves (never to be logged or put in XCom).
-BYTE_OUTPUTS = frozenset({"base64Data", "dataURI"})
 
 
 def _is_uuid4(value: str) -> str:

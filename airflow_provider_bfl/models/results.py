@@ -1,5 +1,7 @@
 """
-What the API sends back: one :class:`ImageResult` per image, and the status of a task while polling.
+What the API sends back: one :class:`ImageResult` per image (the status of a task while polling,
+:class:`TaskStatus`, lives in the light :mod:`airflow_provider_bfl.models.status` and is
+re-exported here).
 
 Parsing is tolerant of fields the API may add later (kept as extras) and strict about the fields
 the provider relies on, so an API change fails loudly instead of producing empty results.
@@ -11,14 +13,13 @@ import base64
 import binascii
 import logging
 import math
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airflow_provider_bfl.exceptions import BflError
+from airflow_provider_bfl.models.status import TaskState as TaskState
+from airflow_provider_bfl.models.status import TaskStatus as TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -95,34 +96,3 @@ class ImageResult(BaseModel):
             return base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError(f"image data of {self.image_uuid} is not valid base64: {exc}") from None
-
-
-class TaskState(str, Enum):
-    PROCESSING = "processing"
-    SUCCESS = "success"
-    ERROR = "error"
-
-    @property
-    def terminal(self) -> bool:
-        return self is not TaskState.PROCESSING
-
-
-@dataclass
-class TaskStatus:
-    """
-    The cumulative state of one taskUUID: all its images (``numberResults`` of them) or its error.
-
-    ``results`` holds the images that have arrived so far, so partial results of a task with
-    several images are kept while the rest are still processing.
-    """
-
-    task_uuid: str
-    expected_images: int = 1
-    state: TaskState = TaskState.PROCESSING
-    results: list[ImageResult] = field(default_factory=list)
-    progress: int | None = None
-    error: BflError | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.state.terminal

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
 from airflow_provider_bfl.exceptions import BflInvalidRequestError
 from airflow_provider_bfl.models import registry
-from airflow_provider_bfl.models.request import ImageInferenceRequest
+from airflow_provider_bfl.models.spec import REFERENCES_FIELD
+
+if TYPE_CHECKING:
+    from airflow_provider_bfl.models.request import ImageInferenceRequest
 
 #: Operator keywords that are request fields under the same Python name.
 REQUEST_KEYWORDS = (
@@ -29,12 +32,9 @@ REQUEST_KEYWORDS = (
     "delivery_method",
     "task_uuid",
 )
-#: Request fields only some models have (e.g. ``steps``, ``cfg_scale``), read from the model registry.
-MODEL_KEYWORDS = tuple(
-    name
-    for name in registry.keyword_fields()
-    if name not in (*REQUEST_KEYWORDS, "task_type", "positive_prompt", "provider_settings", "inputs")
-)
+#: Request fields only some models have (e.g. ``steps``, ``cfg_scale``), read from the model registry's
+#: plain specs (``inputs`` is given as ``reference_images``).
+MODEL_KEYWORDS = tuple(name for name in registry.added_fields() if name != REFERENCES_FIELD)
 #: ``providerSettings.bfl`` fields as operator keywords (``prompt_upsampling``, ``safety_tolerance``, ``raw``...).
 PROVIDER_KEYWORDS = tuple(registry.provider_keywords())
 
@@ -92,6 +92,8 @@ def request_dicts(
 
 def with_defaults(item: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Operator-level defaults for fields the request does not set (under either name)."""
+    from airflow_provider_bfl.models.request import ImageInferenceRequest
+
     result = dict(item)
     for python_name, value in defaults.items():
         wire_name = ImageInferenceRequest.model_fields[python_name].alias or python_name

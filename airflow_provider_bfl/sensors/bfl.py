@@ -20,7 +20,7 @@ from airflow_provider_bfl import defaults, events
 from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
 from airflow_provider_bfl._task_uuids import expected_images
 from airflow_provider_bfl.exceptions import BflError
-from airflow_provider_bfl.models.results import TaskStatus
+from airflow_provider_bfl.models.status import TaskStatus
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -9,7 +9,6 @@ positivePrompt 2..3000, promptUpsampling/safetyTolerance, no ``raw``); the gener
 ``inputs.referenceImages`` (SDK and the current page template; older docs had a top-level field).
 """
 
-from airflow_provider_bfl.models.registry import define
 from airflow_provider_bfl.models.spec import ModelSpec, flat_price
 
 #: Compatibility & Validation table of the model page (tier "1K"); Kontext [max] shares it.
@@ -25,28 +24,26 @@ SIZES = (
     (672, 1568),
 )
 
-SPEC = define(
-    ModelSpec(
-        air="bfl:3@1",
-        name="FLUX.1 Kontext [pro]",
-        sizes=SIZES,
-        price=flat_price(0.04),
-        price_text="$0.04 per image (1024x1024; every size is ~1 MP; no reference surcharge listed)",
-        max_references=2,
-        sources={
-            "sizes": "model page, Compatibility & Validation (9 pairs)",
-            "price": "model page, Pricing: 1024x1024 $0.04",
-            "inputs.referenceImages": "count 2: Runware BFL provider page and generic reference; path: runware-sdk inputs",
-            "positivePrompt": "Runware BFL provider page (2025-10): 2..3000",
-        },
-        example={
-            "taskType": "imageInference",
-            "taskUUID": "24cd5dff-cb81-4db5-8506-b72a9425f9d1",
-            "model": "bfl:3@1",
-            "positivePrompt": "Transform the scene to include autumn foliage and warm lighting",
-            "width": 1392,
-            "height": 752,
-            "providerSettings": {"bfl": {"promptUpsampling": False}},
-        },
-    )
+SPEC = ModelSpec(
+    air="bfl:3@1",
+    name="FLUX.1 Kontext [pro]",
+    sizes=SIZES,
+    price=flat_price(0.04),
+    price_text="$0.04 per image (1024x1024; every size is ~1 MP; no reference surcharge listed)",
+    max_references=2,
+    sources={
+        "sizes": "model page, Compatibility & Validation (9 pairs)",
+        "price": "model page, Pricing: 1024x1024 $0.04",
+        "inputs.referenceImages": "count 2: Runware BFL provider page and generic reference; path: runware-sdk inputs",
+        "positivePrompt": "Runware BFL provider page (2025-10): 2..3000",
+    },
+    example={
+        "taskType": "imageInference",
+        "taskUUID": "24cd5dff-cb81-4db5-8506-b72a9425f9d1",
+        "model": "bfl:3@1",
+        "positivePrompt": "Transform the scene to include autumn foliage and warm lighting",
+        "width": 1392,
+        "height": 752,
+        "providerSettings": {"bfl": {"promptUpsampling": False}},
+    },
 )

@@ -13,33 +13,30 @@ page (third party): enforced, since a size outside it has no source at all. The 
 is an estimate after BFL's own list ($0.015 per further output MP and per reference MP).
 """
 
-from airflow_provider_bfl.models.registry import define
 from airflow_provider_bfl.models.spec import ModelSpec, SizeRange, per_megapixel_price
 
-SPEC = define(
-    ModelSpec(
-        air="bfl:5@1",
-        name="FLUX.2 [pro]",
-        sizes=SizeRange(256, 2048, 16),
-        price=per_megapixel_price(0.03, 0.015, 0.015),
-        price_text="$0.03 per image at 1 MP (1k); larger outputs and references estimated at $0.015 per MP",
-        prompt_length=(1, None),
-        max_references=None,
-        server_max_references=9,
-        provider_fields=None,
-        sources={
-            "sizes": "page: width and height together, no table; range 256..2048 step 16: two third-party sources citing Runware",
-            "price": "model page, Pricing: 1k $0.03; scaling: BFL's own price list (estimate)",
-            "inputs.referenceImages": "runware-sdk inputs; count unconfirmed (9 vs 8): the server's call",
-            "providerSettings.bfl": "unconfirmed for FLUX.2: passed through",
-        },
-        example={
-            "taskType": "imageInference",
-            "taskUUID": "4dd729da-e356-413b-8e48-794bee98a888",
-            "model": "bfl:5@1",
-            "positivePrompt": "A monumental cathedral formed entirely from white salt and translucent mineral crystal",
-            "width": 1024,
-            "height": 1024,
-        },
-    )
+SPEC = ModelSpec(
+    air="bfl:5@1",
+    name="FLUX.2 [pro]",
+    sizes=SizeRange(256, 2048, 16),
+    price=per_megapixel_price(0.03, 0.015, 0.015),
+    price_text="$0.03 per image at 1 MP (1k); larger outputs and references estimated at $0.015 per MP",
+    prompt_length=(1, None),
+    max_references=None,
+    server_max_references=9,
+    provider_fields=None,
+    sources={
+        "sizes": "page: width and height together, no table; range 256..2048 step 16: two third-party sources citing Runware",
+        "price": "model page, Pricing: 1k $0.03; scaling: BFL's own price list (estimate)",
+        "inputs.referenceImages": "runware-sdk inputs; count unconfirmed (9 vs 8): the server's call",
+        "providerSettings.bfl": "unconfirmed for FLUX.2: passed through",
+    },
+    example={
+        "taskType": "imageInference",
+        "taskUUID": "4dd729da-e356-413b-8e48-794bee98a888",
+        "model": "bfl:5@1",
+        "positivePrompt": "A monumental cathedral formed entirely from white salt and translucent mineral crystal",
+        "width": 1024,
+        "height": 1024,
+    },
 )

@@ -12,35 +12,32 @@ citing Runware). The megapixel counting that reproduces every row of the page's 
 :func:`~airflow_provider_bfl.models.spec.megapixels`.
 """
 
-from airflow_provider_bfl.models.registry import define
 from airflow_provider_bfl.models.spec import ModelSpec, SizeRange, per_megapixel_price
 
-SPEC = define(
-    ModelSpec(
-        air="bfl:7@1",
-        name="FLUX.2 [max]",
-        sizes=SizeRange(256, 2048, 16),
-        sizes_optional=True,
-        price=per_megapixel_price(0.07, 0.03, 0.03),
-        price_text="$0.07 for the first output MP, $0.03 per further output MP and per reference MP",
-        prompt_length=(1, None),
-        max_references=None,
-        server_max_references=8,
-        provider_fields=None,
-        sources={
-            "sizes": "page: together; runware-sdk: optional (both or neither); range: third party citing Runware",
-            "price": "model page, Pricing rule and its table of six configurations",
-            "inputs.referenceImages": "runware-sdk inputs; page: multi-reference; count unconfirmed (8): the server's call",
-            "example": "constructed from the page and the SDK (Runware shows no example for this model)",
-        },
-        example={
-            "taskType": "imageInference",
-            "taskUUID": "8a1e3f5c-2b7d-4c9e-a1f0-6d4b2c8e9f10",
-            "model": "bfl:7@1",
-            "positivePrompt": "The product on a marble counter in morning light, as in the reference",
-            "width": 1024,
-            "height": 1024,
-            "inputs": {"referenceImages": ["https://example.com/products/mug.png"]},
-        },
-    )
+SPEC = ModelSpec(
+    air="bfl:7@1",
+    name="FLUX.2 [max]",
+    sizes=SizeRange(256, 2048, 16),
+    sizes_optional=True,
+    price=per_megapixel_price(0.07, 0.03, 0.03),
+    price_text="$0.07 for the first output MP, $0.03 per further output MP and per reference MP",
+    prompt_length=(1, None),
+    max_references=None,
+    server_max_references=8,
+    provider_fields=None,
+    sources={
+        "sizes": "page: together; runware-sdk: optional (both or neither); range: third party citing Runware",
+        "price": "model page, Pricing rule and its table of six configurations",
+        "inputs.referenceImages": "runware-sdk inputs; page: multi-reference; count unconfirmed (8): the server's call",
+        "example": "constructed from the page and the SDK (Runware shows no example for this model)",
+    },
+    example={
+        "taskType": "imageInference",
+        "taskUUID": "8a1e3f5c-2b7d-4c9e-a1f0-6d4b2c8e9f10",
+        "model": "bfl:7@1",
+        "positivePrompt": "The product on a marble counter in morning light, as in the reference",
+        "width": 1024,
+        "height": 1024,
+        "inputs": {"referenceImages": ["https://example.com/products/mug.png"]},
+    },
 )
