@@ -30,12 +30,15 @@ API_FAILURES = "bfl_deploy_api_failures"
 USER_KILL = "bfl_deploy_user_kill"
 # The production-shaped topology's own scenarios (see test_production.py).
 MANY_TRIGGERS = "bfl_deploy_many_triggers"
+MANY_TRIGGERS_PROBE = "bfl_deploy_many_triggers_probe"
 LANDING_CRASH = "bfl_deploy_landing_crash"
 DB_RESTART = "bfl_deploy_db_restart"
 BIG_RUN = "bfl_deploy_big_run"
 
 #: Scenario sizes (``make reliability`` runs the defaults; the environment can shrink them for a try).
 TRIGGER_COUNT = int(os.environ.get("BFL_DEPLOYMENT_TRIGGERS", "500"))
+#: The same DAG with this many tasks first measures how fast the deployment defers right now.
+PROBE_COUNT = 48
 BIG_RUN_TASKS = int(os.environ.get("BFL_DEPLOYMENT_BIG_RUN_TASKS", "100"))
 #: Each task of the big run: 4 prompts x 5 results = 20 images.
 BIG_RUN_PROMPTS, BIG_RUN_RESULTS = 4, 5
@@ -133,13 +136,19 @@ with DAG(DAG_ID, **ARGS) as dag:
 """,
 }
 
-_PRODUCTION_BODIES = {
-    MANY_TRIGGERS: f"""
-with DAG(DAG_ID, max_active_tasks={TRIGGER_COUNT}, **ARGS) as dag:
+
+def _many_triggers(count: int) -> str:
+    return f"""
+with DAG(DAG_ID, max_active_tasks={count}, **ARGS) as dag:
     BflImageInferenceOperator.partial(
         task_id="generate", width=256, height=256, deferrable=True, bfl_conn_id="bfl_calm",
-    ).expand(positive_prompt=[f"catalogue item {{i}}, white background" for i in range({TRIGGER_COUNT})])
-""",
+    ).expand(positive_prompt=[f"catalogue item {{i}}, white background" for i in range({count})])
+"""
+
+
+_PRODUCTION_BODIES = {
+    MANY_TRIGGERS: _many_triggers(TRIGGER_COUNT),
+    MANY_TRIGGERS_PROBE: _many_triggers(PROBE_COUNT),
     LANDING_CRASH: f"""
 with DAG(DAG_ID, **ARGS) as dag:
     BflImageInferenceOperator(

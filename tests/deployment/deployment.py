@@ -37,6 +37,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ CALM_EXTRAS: dict[str, Any] = {
     "poll_max_interval": 5.0,
     "timeout": 10,
 }
+#: Seconds without a task heartbeat before the scheduler fails the task (what detects a dead worker).
+#: A supervisor heartbeats every 5 s, but on a loaded 2-core machine a heartbeat can wait that long
+#: for the CPU and then queue behind other calls in the one API server process: at 20 s the
+#: scheduler failed live tasks (measured at load 20-25), so the scenarios that kill a worker wait this long.
+TASK_HEARTBEAT_TIMEOUT = 90
 #: Buckets on the S3 server of the ``celery`` topology: remote task/trigger logs, landed images.
 LOG_BUCKET = "bfl-airflow-logs"
 LANDING_BUCKET = dags.LANDING_BUCKET
@@ -82,6 +88,33 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+
+#: The Celery settings module of the ``celery`` topology (see :meth:`Deployment._python_path`).
+CELERY_CONFIG_MODULE = "bfl_deploy_celery"
+CELERY_CONFIG_SOURCE = """\
+import importlib
+
+from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+from celery.signals import worker_init
+
+CELERY_CONFIG = DEFAULT_CELERY_CONFIG
+PRELOADED = (
+    "airflow.sdk.execution_time.task_runner",
+    "airflow.providers.amazon.aws.log.s3_task_handler",
+    "airflow_provider_bfl.hooks.bfl",
+    "airflow_provider_bfl.operators.bfl",
+    "airflow_provider_bfl.operators._namespace",
+    "airflow_provider_bfl.sensors.bfl",
+    "airflow_provider_bfl.triggers.bfl",
+    "airflow_provider_bfl.models.registry",
+)
+
+
+@worker_init.connect
+def preload(**_):
+    for name in PRELOADED:
+        importlib.import_module(name)
+"""
 
 
 @dataclass
@@ -237,7 +270,7 @@ class Deployment:
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
             "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
@@ -269,10 +302,14 @@ class Deployment:
         return {
             **AWS_ENV,
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
+            # Two workers of 8 slots: starting a task costs ~2 CPU-seconds across the deployment
+            # (worker, API server, scheduler, PostgreSQL), so hundreds of deferrals are CPU-bound;
+            # 16 slots keep the CPU busy while some tasks wait on the API server.
+            "AIRFLOW__CORE__PARALLELISM": "16",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.postgres.url.replace('+psycopg2', '')}",
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": f"{CELERY_CONFIG_MODULE}.CELERY_CONFIG",
             "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
             "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_PRE_PING": "True",
@@ -286,14 +323,21 @@ class Deployment:
             "AIRFLOW__LOGGING__ENCRYPT_S3_LOGS": "False",
             "AIRFLOW_CONN_BFL_S3": json.dumps(s3_connection),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "bfl_deploy_hostname.service_name",
-            "PYTHONPATH": str(self._hostname_module()),
+            "PYTHONPATH": str(self._python_path()),
         }
 
-    def _hostname_module(self) -> Path:
+    def _python_path(self) -> Path:
         """
-        A module whose ``service_name`` Airflow uses as the hostname (``[core] hostname_callable``):
-        every process of the ``celery`` topology runs on one machine, so the service name is what
-        tells a task instance's worker or a triggerer job's process apart.
+        The deployment's own modules, on every process's PYTHONPATH:
+
+        - ``bfl_deploy_hostname``, whose ``service_name`` Airflow uses as the hostname (``[core]
+          hostname_callable``): every process of the ``celery`` topology runs on one machine, so the
+          service name is what tells a task instance's worker or a triggerer job's process apart;
+        - ``bfl_deploy_celery`` (``[celery] celery_config_options``): Airflow's Celery settings, and a
+          ``worker_init`` hook that imports what every task imports (the provider, the task runner, the
+          S3 log handler) once in the worker before it forks its pool, as a production worker image
+          would preload: each task process then inherits them instead of importing them again
+          (imports were a quarter of a task process's profile samples).
         """
         folder = self.root / "python-path"
         folder.mkdir(parents=True, exist_ok=True)
@@ -301,6 +345,7 @@ class Deployment:
             "import os, socket\n\n\ndef service_name():\n"
             "    return os.environ.get('BFL_SERVICE_NAME') or socket.getfqdn()\n"
         )
+        (folder / f"{CELERY_CONFIG_MODULE}.py").write_text(CELERY_CONFIG_SOURCE)
         return folder
 
     def _home_environment(self, service: str) -> dict[str, str]:
@@ -525,6 +570,19 @@ class Deployment:
         """``{trigger id: triggerer job id}`` right now (no kwargs: cheap enough to sample every second)."""
         return {row[0]: row[1] for row in self._query("SELECT id, triggerer_id FROM trigger")}
 
+    def trigger_created(self, dag_id: str, run_id: str) -> dict[int, float]:
+        """``{trigger id: creation time (epoch seconds)}`` of one run's triggers that exist right now."""
+        rows = self._query(
+            "SELECT t.id, t.created_date FROM trigger t JOIN task_instance ti ON ti.trigger_id = t.id "
+            f"WHERE ti.dag_id = '{dag_id}' AND ti.run_id = '{run_id}'"
+        )
+        return {int(trigger_id): _epoch(created) for trigger_id, created in rows}
+
+    @property
+    def task_slots(self) -> int:
+        """Tasks the executor runs at once (Celery: every worker's pool)."""
+        return int(self.registry.env["AIRFLOW__CORE__PARALLELISM"])
+
     def db_tables(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table of the metadata DB."""
         engine = self._engine()
@@ -543,6 +601,12 @@ class Deployment:
             text = "\n".join(tail).replace(self.api_key, "***")
             parts.append(f"--- {service.name} ({state}) ---\n{text}")
         return "\n".join(parts)
+
+
+def _epoch(value: Any) -> float:
+    """A timestamp column (PostgreSQL: a datetime; SQLite: its ISO text) as epoch seconds."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=moment.tzinfo or timezone.utc).timestamp()
 
 
 def _plain(row: Any) -> tuple[Any, ...]:

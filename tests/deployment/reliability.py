@@ -29,6 +29,7 @@ from typing import Any
 
 from tests.deployment.conftest import FULL_ENV, RUNS_ENV, TOPOLOGIES_ENV
 from tests.deployment.dags import BIG_RUN_IMAGES as IMAGES
+from tests.deployment.dags import PROBE_COUNT as PROBE
 from tests.deployment.dags import TRIGGER_COUNT as TRIGGERS
 from tests.deployment.deployment import TOPOLOGIES
 from tests.deployment.scenario import REPORT_ENV
@@ -127,7 +128,8 @@ worker (supervisor and task) is SIGKILLed; 4a a fault storm (429 with and withou
 HTML 502, 503, 504, dropped connections, stalls) during a deferrable batch; 4b the retry budget runs
 out (429s, dropped connections); 5 moderation and task errors inside a batch; 6 a user marks a
 deferred task failed / clears it. On `celery` only: 7 one of two triggerers is SIGKILLed while
-{TRIGGERS} triggers are deferred and the other adopts them; 8 the Celery worker landing a batch into
+{TRIGGERS} triggers are deferred and the other adopts them (a probe run of {PROBE} tasks first
+measures the deployment's deferral rate, which sizes the waits; its generations are counted too); 8 the Celery worker landing a batch into
 S3 is SIGKILLed and the retry runs on the other worker; 9 PostgreSQL is restarted while tasks run
 and defer; 10 a run of {IMAGES:,} images over mapped tasks whose submissions a pool limits.
 """

@@ -16,7 +16,7 @@ import pytest
 
 from tests.deployment import dags
 from tests.deployment.airflow_api import AirflowApi, wait_for
-from tests.deployment.deployment import Deployment
+from tests.deployment.deployment import TASK_HEARTBEAT_TIMEOUT, Deployment
 from tests.deployment.scenario import Scenario
 
 # Generous: the first test on a topology also waits for its start-up (minutes on a loaded machine).
@@ -251,7 +251,7 @@ def test_whole_worker_killed_after_submitting_heartbeat_timeout_retry_reattaches
     supervisor = deployment.parent_of(ti["pid"])
     deployment.kill_pid(supervisor)
 
-    run = api.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
+    run = api.wait_for_run(dag_id, run_id, RUN_TIMEOUT + TASK_HEARTBEAT_TIMEOUT)
     assert run["state"] == "success", api.describe_run(dag_id, run_id)
     assert api.task_instance(dag_id, run_id, task_id)["try_number"] == 2
     [task_uuid] = task_uuids
