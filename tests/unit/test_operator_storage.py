@@ -107,9 +107,11 @@ def test_landing_to_s3_through_the_operator(bfl_conn: RunwareEmulator, s3_bucket
     )
     assert task_states(dag_run) == {"generate": "success"}
     keys = {obj["Key"] for obj in s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket)["Contents"]}
+    manifests = {key for key in keys if "/_manifests/" in key}
+    assert len(manifests) == 1 and next(iter(manifests)).endswith("/_manifests/generate.jsonl")
     assert {
         r["storedURI"].removeprefix(f"s3://{s3_bucket.bucket}/") for r in xcom(dag_run, "generate")
-    } == keys
+    } == keys - manifests
 
 
 def test_presigned_upload_path_end_to_end(bfl_conn: RunwareEmulator, s3_bucket: Any) -> None:
