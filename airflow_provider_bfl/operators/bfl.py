@@ -183,7 +183,7 @@ class BflImageInferenceOperator(BaseOperator):
         poll_interval: float | None = None,
         destination: str | None = None,
         destination_conn_id: str | None = None,
-        landing_concurrency: int = 4,
+        landing_concurrency: int | None = None,
         upload_to: str | None = None,
         upload_conn_id: str | None = "aws_default",
         upload_timeout: float = 300.0,
@@ -764,6 +764,13 @@ class BflImageInferenceOperator(BaseOperator):
                     validate_destination(uri, conn_id)
                 except BflInvalidRequestError as exc:
                     raise exc.with_context(prefix=f"Task {self.task_id!r}: {name}: ") from None
+        if self.destination or self.upload_to:
+            from airflow_provider_bfl.storage.landing import landing_concurrency
+
+            try:
+                landing_concurrency(self.landing_concurrency)
+            except BflInvalidRequestError as exc:
+                raise exc.with_context(prefix=f"Task {self.task_id!r}: ") from None
 
     def _remembered(
         self, context: Context, identity: TaskIdentity, count: int

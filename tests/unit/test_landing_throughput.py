@@ -262,3 +262,14 @@ def test_the_host_paces_each_connection_and_the_link(tmp_path: Path) -> None:
             many = 16 * size / (time.perf_counter() - started)
     assert one <= ceiling(1e6, 8 * size)
     assert many <= ceiling(2e6, 16 * size)  # the link's cap, not 8 x the connection's
+
+
+def test_the_operator_refuses_a_bad_landing_concurrency_before_it_submits() -> None:
+    """The operator's destination check (run before any request is sent) names the task."""
+    from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
+
+    args = dict(task_id="t", positive_prompt="a lamp", width=1024, height=1024, destination="file:///x")
+    operator = BflImageInferenceOperator(landing_concurrency=0, **args)  # type: ignore[arg-type]
+    with pytest.raises(BflInvalidRequestError, match=r"^Task 't': landing_concurrency: got 0;"):
+        operator._check_destination()
+    assert BflImageInferenceOperator(**args).landing_concurrency is None  # type: ignore[arg-type]
