@@ -29,6 +29,8 @@ MODULES = (
     "airflow_provider_bfl.sensors.bfl",
     "airflow_provider_bfl.triggers.bfl",
 )
+#: What a DAG file itself imports: the trigger module is loaded by the triggerer (and by a task deferring).
+DAG_FILE_MODULES = MODULES[:2]
 #: Modules a DAG file's imports must not load: they build the pydantic request and result models
 #: or belong to task execution (HTTP, landing, image decoding, QA).
 HEAVY = (
@@ -61,12 +63,13 @@ started, started_cpu = time.perf_counter(), time.process_time()
 import airflow.sdk
 sdk_done, sdk_cpu = time.perf_counter(), time.process_time()
 before = set(sys.modules)
-errors = {}
+errors, cpu = {}, {}
 for name in MODULES:
     try:
         __import__(name)
     except Exception as exc:
         errors[name] = f"{type(exc).__name__}: {exc}"
+    cpu[name] = time.process_time() - sdk_cpu
 imported, imported_cpu = time.perf_counter(), time.process_time()
 after_import = set(sys.modules)
 registry = sys.modules.get("airflow_provider_bfl.models.registry")
@@ -82,6 +85,7 @@ print(json.dumps({
     "provider": imported - sdk_done,
     "sdk_cpu": sdk_cpu - started_cpu,
     "provider_cpu": imported_cpu - sdk_cpu,
+    "dag_file_cpu": cpu[DAG_FILE_MODULES[-1]],
     "construct": constructed - constructing,
     "errors": errors,
     "models": models,
@@ -99,7 +103,9 @@ def _env() -> dict[str, str]:
 
 def _probe(env: dict[str, str]) -> dict[str, Any]:
     """A fresh interpreter: airflow.sdk, then the provider modules, then one operator; its report."""
-    code = f"MODULES = {MODULES!r}\nCONSTRUCT = {CONSTRUCT!r}\n{_PROBE}"
+    code = (
+        f"MODULES = {MODULES!r}\nDAG_FILE_MODULES = {DAG_FILE_MODULES!r}\nCONSTRUCT = {CONSTRUCT!r}\n{_PROBE}"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
     )
@@ -230,6 +236,13 @@ def run(quick: bool = False) -> BenchResult:
             target=True,
         ),
         share(
+            "  operator + sensor only (a DAG file's imports; the triggerer loads the trigger) (CPU time)",
+            median(p["dag_file_cpu"] for p in probes),
+            sdk_cpu,
+            median(_percent(p["dag_file_cpu"], p["sdk_cpu"]) for p in probes),
+            target=False,
+        ),
+        share(
             "import + one operator with literal arguments (validated at parse time) / airflow.sdk (wall)",
             median(p["provider"] + p["construct"] for p in probes),
             sdk_wall,
@@ -253,7 +266,10 @@ def run(quick: bool = False) -> BenchResult:
     result.raw = {
         "importtime": [{"sdk": t.sdk, "provider": t.provider, "airflow": t.airflow} for t in timed],
         "probes": [
-            {key: p[key] for key in ("sdk", "provider", "sdk_cpu", "provider_cpu", "construct")}
+            {
+                key: p[key]
+                for key in ("sdk", "provider", "sdk_cpu", "provider_cpu", "dag_file_cpu", "construct")
+            }
             for p in probes
         ],
         "process_alone": alone,
