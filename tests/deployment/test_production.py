@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_bfl.storage.manifest import MANIFEST_FOLDER
 from tests.deployment import dags
 from tests.deployment.airflow_api import wait_for
 from tests.deployment.deployment import TASK_HEARTBEAT_TIMEOUT, Deployment
@@ -271,12 +272,16 @@ def test_worker_killed_while_landing_retry_on_other_worker_lands_the_rest_once(
     scenario.expect(generations=dags.LANDING_PROMPTS, images=images)
     prefix = f"{dags.LANDING_PREFIX}/{dag_id}/"
 
-    def landed() -> dict[str, int]:
+    def stored(manifests: bool = False) -> dict[str, int]:
+        """The run's objects: its images, or the manifests the task writes beside them."""
         return {
             key: size
             for key, size in deployment.s3_objects(dags.LANDING_BUCKET, prefix).items()
-            if f"/{run_id}/" in key
+            if f"/{run_id}/" in key and (f"/{MANIFEST_FOLDER}/" in key) == manifests
         }
+
+    def landed() -> dict[str, int]:
+        return stored()
 
     wait_for("the first images to be committed", lambda: 0 < len(landed()) < images // 2, 120.0, interval=0.1)
     ti = api.task_instance(dag_id, run_id, task_id)
@@ -295,8 +300,9 @@ def test_worker_killed_while_landing_retry_on_other_worker_lands_the_rest_once(
     assert ti["try_number"] == 2
     deployment.restart(first_worker)
     assert ti["hostname"] in deployment.workers and ti["hostname"] != first_worker
-    stored = landed()
-    assert len(stored) == images and all(size > 0 for size in stored.values())
+    images_stored = landed()
+    assert len(images_stored) == images and all(size > 0 for size in images_stored.values())
+    assert len(stored(manifests=True)) == 1  # the finished task's manifest of every image
     downloads = scenario.emulator.counters()["image_downloads"] - downloads_at_start
     retry_downloads = downloads - downloads_at_kill
     # The retry downloaded exactly what was not committed yet: nothing committed was fetched twice.
@@ -312,6 +318,10 @@ def test_worker_killed_while_landing_retry_on_other_worker_lands_the_rest_once(
 
 
 # -- 9 ---------------------------------------------------------------------------------------------
+#: Seconds after the PostgreSQL restart during which processes that exited are restarted.
+REVIVE_WINDOW = 60.0
+
+
 @pytest.mark.scenario("9 PostgreSQL restart mid-run")
 def test_metadata_db_restart_mid_run_recovers_through_retries_without_paying_twice(
     scenario: Scenario, deployment: Deployment, repetition: int
@@ -335,8 +345,12 @@ def test_metadata_db_restart_mid_run_recovers_through_retries_without_paying_twi
     down_at = time.monotonic()
     deployment.restart_postgres()
     outage = time.monotonic() - down_at
-    time.sleep(15.0)  # let every process meet the outage's aftermath
-    revived = deployment.revive_exited()  # what a supervisor would have restarted
+    # What a supervisor would restart: whatever exits in the outage's aftermath, also late (a
+    # triggerer first cleans up its triggers, which takes tens of seconds with hundreds of them).
+    revived: list[str] = []
+    while time.monotonic() - down_at < REVIVE_WINDOW:
+        time.sleep(2.0)
+        revived += deployment.revive_exited()
 
     run = wait_for(
         "the run to finish",
