@@ -65,7 +65,16 @@ def evaluate(records: Iterable[Mapping[str, Any]], config: QAConfig | None = Non
 
 
 def validated_records(records: Iterable[Mapping[str, Any]], config: QAConfig) -> list[Mapping[str, Any]]:
-    """The records as a list; every problem of every record reported at once, with the fix."""
+    """
+    The records as a list; every problem of every record reported at once, with the fix.
+
+    ``records`` may also be a :class:`~airflow_provider_bfl.storage.manifest.ManifestRef`: the
+    manifest's records are read (through ``config.conn_id``, else the ref's connection).
+    """
+    from airflow_provider_bfl.storage import manifest  # here: importing the qa package stays light
+
+    if manifest.is_manifest_ref(records):
+        records = manifest.iter_records(records, conn_id=config.conn_id, error=QAInputError)
     if records is None or isinstance(records, str | bytes | Mapping):
         raise QAInputError(
             f"images: got {type(records).__name__}; expected a list of landed image records "

@@ -8,7 +8,8 @@ every decision lives in those functions, so the TaskFlow and operator paths cann
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -27,6 +28,13 @@ from airflow_provider_bfl.qa.enforcement import apply_policies, passed_records
 from airflow_provider_bfl.qa.errors import QAFailedError, QAInputError
 from airflow_provider_bfl.qa.evaluation import evaluate
 from airflow_provider_bfl.qa.report import format_table
+from airflow_provider_bfl.storage.manifest import (
+    ManifestRef,
+    first_manifest_ref,
+    iter_records,
+    manifest_beside,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,9 +50,10 @@ class BflImageQAOperator(BaseOperator):
     Check every landed image; return one verdict per image and push the passing records.
 
     :param images: the landed image records, usually ``images=generate.output`` of a
-        :class:`~airflow_provider_bfl.operators.bfl.BflImageInferenceOperator` with ``destination=``
-        (a list of dicts; a mapped task's list of lists is flattened; JSON or Python-literal text
-        from a Jinja template is decoded).
+        :class:`~airflow_provider_bfl.operators.bfl.BflImageInferenceOperator` with ``destination=``:
+        a list of dicts, or a :class:`~airflow_provider_bfl.storage.manifest.ManifestRef` (a large
+        batch's records in a manifest); a mapped task's list of these is flattened; JSON or
+        Python-literal text from a Jinja template is decoded.
     :param policies: per-check policies, e.g. ``{"nsfw": "fail", "near_duplicate": "off"}``.
     :param decodes: shorthand for ``policies={"decodes": ...}``; likewise ``format``,
         ``dimensions``, ``not_blank``, ``file_size``, ``nsfw``, ``near_duplicate``. A check named
@@ -56,7 +65,8 @@ class BflImageQAOperator(BaseOperator):
     :param max_duplicate_distance: ``near_duplicate`` threshold (Hamming distance of 128-bit dHashes).
     :param quarantine_prefix: where quarantined objects go (templated URI or local path); default:
         a ``quarantine`` folder beside the landing root.
-    :param conn_id: Airflow connection for the object store holding the images.
+    :param conn_id: Airflow connection for the object store holding the images; default: the
+        connection of the manifest ``images`` names (if it names one).
     :param contact_sheet: if set, a PNG contact sheet of the run is written there (templated URI
         or local path) and its URI pushed as XCom ``contact_sheet``; written when QA fails too. A
         sheet that cannot be written is logged as a warning and never changes the QA outcome.
@@ -65,6 +75,11 @@ class BflImageQAOperator(BaseOperator):
     shape, as XCom ``passed``. On a ``"fail"`` policy the task fails after all quarantine moves,
     and the verdicts are pushed as XCom ``verdicts`` for inspection. Re-running is safe: objects
     already quarantined are found there and not moved again.
+
+    Given a manifest, QA answers with manifests, so XCom stays small whatever the batch: the
+    verdicts go to ``_manifests/{task_id}.jsonl`` and the passing records to
+    ``_manifests/{task_id}/passed.jsonl`` in the input manifest's run folder, and ``return_value``,
+    ``passed`` and ``verdicts`` are their ManifestRefs (with ``passed``/``quarantined`` counts).
     """
 
     template_fields: Sequence[str] = ("images", "policies", "quarantine_prefix", "contact_sheet")
@@ -128,9 +143,13 @@ class BflImageQAOperator(BaseOperator):
         settings["conn_id"] = self.conn_id
         return QAConfig.from_kwargs(**settings)
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        config = self.qa_config()
-        verdicts = evaluate(_records(self.images), config)
+    def execute(self, context: Context) -> list[dict[str, Any]] | ManifestRef:
+        images = decode_rendered(self.images, parameter="images", error=QAInputError)
+        source = first_manifest_ref(images)
+        # Images and their manifest share a store: without a conn_id, the manifest's is used.
+        conn_id = self.conn_id or (source or {}).get("conn_id")
+        config = replace(self.qa_config(), conn_id=conn_id)
+        verdicts = evaluate(iter_records(images, conn_id=self.conn_id, error=QAInputError), config)
         failure: QAFailedError | None = None
         try:
             verdicts = apply_policies(verdicts, config)
@@ -139,15 +158,18 @@ class BflImageQAOperator(BaseOperator):
         self.log.info("Image QA results\n%s", format_table(verdicts))
         ti = context["ti"]
         if self.contact_sheet and verdicts:
-            self._write_contact_sheet(context, verdicts)
+            self._write_contact_sheet(context, verdicts, conn_id)
+        output = _Output(source, conn_id, ti.task_id, -1 if ti.map_index is None else ti.map_index)
         if failure is not None:
-            ti.xcom_push(key=VERDICTS_XCOM_KEY, value=verdicts)
+            ti.xcom_push(key=VERDICTS_XCOM_KEY, value=output.write(verdicts))
             raise failure
-        passed = passed_records(verdicts)
+        passed = output.write(passed_records(verdicts), role=PASSED_XCOM_KEY)
         ti.xcom_push(key=PASSED_XCOM_KEY, value=passed)
-        return verdicts
+        return output.write(verdicts)
 
-    def _write_contact_sheet(self, context: Context, verdicts: list[dict[str, Any]]) -> None:
+    def _write_contact_sheet(
+        self, context: Context, verdicts: list[dict[str, Any]], conn_id: str | None
+    ) -> None:
         """The sheet is a view of the verdicts, not a gate: failing to write it is logged, not raised."""
         from airflow_provider_bfl.qa.contact_sheet import make_contact_sheet
 
@@ -155,7 +177,7 @@ class BflImageQAOperator(BaseOperator):
         ti = context["ti"]
         try:
             sheet = make_contact_sheet(
-                verdicts, self.contact_sheet, conn_id=self.conn_id, title=f"{ti.dag_id} {ti.run_id}"
+                verdicts, self.contact_sheet, conn_id=conn_id, title=f"{ti.dag_id} {ti.run_id}"
             )
         except Exception as exc:
             self.log.warning("Could not write the contact sheet to %s: %s", self.contact_sheet, exc)
@@ -164,12 +186,20 @@ class BflImageQAOperator(BaseOperator):
         ti.xcom_push(key=CONTACT_SHEET_XCOM_KEY, value=sheet)
 
 
-def _records(images: Any) -> Any:
-    """The rendered ``images`` as records: text decoded, a mapped task's list of lists flattened."""
-    images = decode_rendered(images, parameter="images", error=QAInputError)
-    if isinstance(images, Mapping) or not isinstance(images, Iterable):
-        return images  # evaluate() refuses it with a message that says what it expects
-    items = list(images)
-    if items and all(isinstance(item, list | tuple) for item in items):
-        return [record for group in items for record in group]
-    return items
+@dataclass(frozen=True)
+class _Output:
+    """
+    What QA hands on, in the shape it was given: lists for a list of records; for a manifest (or a
+    mapped task's refs) a manifest of its own beside the input's, and its :class:`ManifestRef`.
+    """
+
+    source: Mapping[str, Any] | None
+    conn_id: str | None
+    task_id: str
+    map_index: int
+
+    def write(self, records: list[dict[str, Any]], role: str | None = None) -> Any:
+        if self.source is None:
+            return records
+        uri = manifest_beside(self.source["bflManifest"], self.task_id, self.map_index, role=role)
+        return write_manifest(records, uri, conn_id=self.conn_id)

@@ -8,10 +8,11 @@ of the task that produced those records shows, so "#7" is the same picture in th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_bfl.storage.manifest import is_manifest_ref, iter_records
 from airflow_provider_bfl.ui import urls
 from airflow_provider_bfl.ui.page import prompt_of
 from airflow_provider_bfl.ui.records import image_id, is_image_record
@@ -49,12 +50,30 @@ class ReviewItem:
         return " · ".join(part for part in (f"#{self.number}", str(key) if key else "", prompt) if part)
 
 
-def review_items(records: Iterable[Any]) -> list[ReviewItem]:
-    """The image records in order (a mapped task's list of lists flattened), numbered from 1."""
-    flat: list[Any] = []
+def review_items(
+    records: Iterable[Any] | Mapping[str, Any], *, conn_id: str | None = None
+) -> list[ReviewItem]:
+    """
+    The image records in order (a mapped task's list of lists flattened, manifests read), numbered
+    from 1.
+    """
+    return [
+        ReviewItem(n, record)
+        for n, record in enumerate(_flat(records, conn_id), start=1)
+        if is_image_record(record)
+    ]
+
+
+def _flat(records: Iterable[Any] | Mapping[str, Any], conn_id: str | None) -> Iterator[Any]:
+    if is_manifest_ref(records):
+        yield from iter_records(records, conn_id=conn_id)
+        return
     for item in records or ():
-        flat.extend(item if isinstance(item, list | tuple) else [item])
-    return [ReviewItem(n, record) for n, record in enumerate(flat, start=1) if is_image_record(record)]
+        for member in item if isinstance(item, list | tuple) else [item]:
+            if is_manifest_ref(member):
+                yield from iter_records(member, conn_id=conn_id)
+            else:
+                yield member
 
 
 def _cell(text: str) -> str:

@@ -12,7 +12,10 @@ up in Airflow's *Required actions* and is answered there or through the REST API
   nothing ends as a red run that says why, never as a green one.
 
 The return value (XCom) is ``{"approved": [records], "left_out": [records], "responded_by": ...}``;
-feed ``review.output["approved"]`` to the publishing step.
+feed ``review.output["approved"]`` to the publishing step. Given a manifest (``images=qa.output``
+of a large batch), ``approved`` and ``left_out`` are the ManifestRefs of
+``_manifests/{task_id}/approved.jsonl`` and ``left_out.jsonl`` beside it, so XCom stays small
+whatever the batch.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow_provider_bfl._rendered import decode_rendered
 from airflow_provider_bfl.exceptions import BflError
 from airflow_provider_bfl.review.body import ReviewItem, markdown_body, review_items
+from airflow_provider_bfl.storage.manifest import (
+    first_manifest_ref,
+    is_manifest_ref,
+    manifest_beside,
+    write_manifest,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,6 +50,9 @@ HITL_TAKES_RESPONSE_TIMEOUT = "response_timeout" in inspect.signature(HITLOperat
 PUBLISH = "Publish"
 REJECT = "Reject the batch"
 LEAVE_OUT = "leave_out"
+#: Labels offered in *Leave out* (they are stored with the request); any other passed image is left
+#: out by typing its number, ``#1234``.
+LEAVE_OUT_CHOICES = 1000
 
 
 class BflReviewRejectedError(BflError, AirflowFailException):  # type: ignore[misc]  # status_code: both None here
@@ -55,7 +67,10 @@ def _leave_out_param(labels: Sequence[str] = ()) -> Param:
     return Param(
         [],
         title="Leave out",
-        description="Images not to publish (the others that passed QA are published)",
+        description=(
+            "Images not to publish (the others that passed QA are published): pick them, or type "
+            "an image's number, e.g. #7"
+        ),
         **schema,
     )
 
@@ -65,7 +80,8 @@ class BflImageReviewOperator(HITLOperator):
     Ask a reviewer to publish or reject a batch of landed, QA-checked images, showing the pictures.
 
     :param images: the image records under review, usually ``images=qa.output`` (QA verdicts; plain
-        landed records work too and count as passed). Templated.
+        landed records work too and count as passed): a list, a ManifestRef, or a mapped task's
+        list of these. Templated.
     :param subject: the request's title.
     :param intro: Markdown shown above the images.
     :param gallery_task_id: whose gallery page the body links to; defaults to the task that
@@ -74,6 +90,8 @@ class BflImageReviewOperator(HITLOperator):
     :param inline_thumbnails: at most this many thumbnails in the body itself (the rest are in
         the gallery, one click away).
     :param response_timeout: how long to wait; then the batch is rejected (the default answer).
+    :param conn_id: storage connection for reading (and writing) manifests; default: the one the
+        manifest was written with.
 
     Other keyword arguments go to :class:`~airflow.providers.standard.operators.hitl.HITLOperator`
     (``notifiers``, ``assigned_users`` where the installed standard provider has them, ...).
@@ -92,6 +110,7 @@ class BflImageReviewOperator(HITLOperator):
         gallery_task_id: str | None = None,
         inline_thumbnails: int = 50,
         response_timeout: timedelta | None = timedelta(hours=24),
+        conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         for fixed in ("options", "multiple", "defaults", "body"):
@@ -117,16 +136,20 @@ class BflImageReviewOperator(HITLOperator):
         producer = getattr(images, "operator", None)
         self.gallery_task_id = gallery_task_id or getattr(producer, "task_id", None)
         self.inline_thumbnails = inline_thumbnails
+        self.conn_id = conn_id
 
-    def _items(self) -> list[ReviewItem]:
+    def _images(self) -> Any:
         images = decode_rendered(self.images, parameter="images")
-        if not isinstance(images, list | tuple):
+        if not isinstance(images, list | tuple) and not is_manifest_ref(images):
             raise BflError(
-                f"Task {self.task_id!r}: images must be a list of image records (e.g. images=qa.output), "
-                f"got {type(images).__name__}",
+                f"Task {self.task_id!r}: images must be a list of image records or a ManifestRef "
+                f"(e.g. images=qa.output), got {type(images).__name__}",
                 parameter="images",
             )
-        return review_items(images)
+        return images
+
+    def _items(self) -> list[ReviewItem]:
+        return review_items(self._images(), conn_id=self.conn_id)
 
     def execute(self, context: Context) -> Any:
         items = self._items()
@@ -146,7 +169,8 @@ class BflImageReviewOperator(HITLOperator):
             inline_limit=self.inline_thumbnails,
             intro=self.intro,
         )
-        self.params = ParamsDict({LEAVE_OUT: _leave_out_param([item.label for item in candidates])})
+        labels = [item.label for item in candidates[:LEAVE_OUT_CHOICES]]
+        self.params = ParamsDict({LEAVE_OUT: _leave_out_param(labels)})
         return super().execute(context)
 
     def validate_params_input(self, params_input: Any) -> None:
@@ -175,17 +199,20 @@ class BflImageReviewOperator(HITLOperator):
             raise BflReviewRejectedError(
                 f"Task {self.task_id!r}: {who or 'the reviewer'} rejected the batch; nothing is published"
             )
-        candidates = [item for item in self._items() if item.passed]
+        images = self._images()
+        candidates = [item for item in review_items(images, conn_id=self.conn_id) if item.passed]
         left_out_labels = set((answer.get("params_input") or {}).get(LEAVE_OUT) or ())
-        unknown = left_out_labels - {item.label for item in candidates}
+        chosen = _chosen(left_out_labels, candidates)
+        unknown = left_out_labels - set(chosen)
         if unknown:
             raise BflError(
                 f"Task {self.task_id!r}: 'Leave out' named image(s) that are not in this batch: "
                 f"{sorted(unknown)}",
                 parameter=LEAVE_OUT,
             )
-        approved = [dict(item.record) for item in candidates if item.label not in left_out_labels]
-        left_out = [dict(item.record) for item in candidates if item.label in left_out_labels]
+        left_out_numbers = set(chosen.values())
+        approved = [dict(item.record) for item in candidates if item.number not in left_out_numbers]
+        left_out = [dict(item.record) for item in candidates if item.number in left_out_numbers]
         if not approved:
             raise BflReviewRejectedError(
                 f"Task {self.task_id!r}: {who or 'the reviewer'} chose Publish but left out all "
@@ -198,4 +225,29 @@ class BflImageReviewOperator(HITLOperator):
             len(left_out),
             ", ".join(sorted(left_out_labels)) or "none",
         )
+        source = first_manifest_ref(images)
+        if source is not None:
+            ti = context["ti"]
+            map_index = -1 if ti.map_index is None else ti.map_index
+            conn_id = self.conn_id or source.get("conn_id")
+            refs = {
+                role: write_manifest(
+                    chosen_records,
+                    manifest_beside(source["bflManifest"], ti.task_id, map_index, role=role),
+                    conn_id=conn_id,
+                )
+                for role, chosen_records in (("approved", approved), ("left_out", left_out))
+            }
+            return {**refs, "responded_by": who}
         return {"approved": approved, "left_out": left_out, "responded_by": who}
+
+
+def _chosen(answers: set[str], candidates: Sequence[ReviewItem]) -> dict[str, int]:
+    """Each answer that names a candidate (by its label, or by ``#number``) -> that image's number."""
+    by_label = {item.label: item.number for item in candidates}
+    by_number = {f"#{item.number}": item.number for item in candidates}
+    return {
+        answer: by_label.get(answer) or by_number[answer.strip()]
+        for answer in answers
+        if answer in by_label or answer.strip() in by_number
+    }

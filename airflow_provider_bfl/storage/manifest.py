@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NotRequired, TypedDict
 
@@ -75,16 +75,62 @@ class ManifestRef(TypedDict):
     quarantined: NotRequired[int]
 
 
-def manifest_uri(destination: str, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """Where a task instance's manifest lives; every segment is :func:`safe_segment`, like an image's."""
+def manifest_uri(
+    destination: str, dag_id: str, run_id: str, task_id: str, map_index: int, *, role: str | None = None
+) -> str:
+    """
+    Where a task instance's manifest lives; every segment is :func:`safe_segment`, like an image's.
+
+    A task writing more than one manifest names the others by ``role``:
+    ``_manifests/{task_id}[.{map_index}]/{role}.jsonl`` (QA's passed records, the review's approved
+    ones), a folder no task's own manifest can be called.
+    """
     scheme, separator, location = destination.partition("://")
     root = f"{scheme}://{location.rstrip('/')}" if separator else f"file://{destination.rstrip('/')}"
-    name = safe_segment(task_id) + (f".{map_index}" if map_index >= 0 else "") + MANIFEST_SUFFIX
-    return "/".join([root, safe_segment(dag_id), safe_segment(run_id), MANIFEST_FOLDER, name])
+    return "/".join(
+        [root, safe_segment(dag_id), safe_segment(run_id), _manifest_name(task_id, map_index, role)]
+    )
+
+
+def manifest_beside(uri: str, task_id: str, map_index: int, *, role: str | None = None) -> str:
+    """
+    A task's manifest in the same run folder as the manifest at ``uri``: where a consumer (QA,
+    review) writes what it derived from a manifest it was given.
+    """
+    head, found, _ = uri.rpartition(f"/{MANIFEST_FOLDER}/")
+    run_folder = head if found else uri.rpartition("/")[0]
+    return f"{run_folder}/{_manifest_name(task_id, map_index, role)}"
+
+
+def _manifest_name(task_id: str, map_index: int, role: str | None) -> str:
+    stem = safe_segment(task_id) + (f".{map_index}" if map_index >= 0 else "")
+    name = f"{stem}/{safe_segment(role)}" if role else stem
+    return f"{MANIFEST_FOLDER}/{name}{MANIFEST_SUFFIX}"
 
 
 def is_manifest_ref(value: Any) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get("bflManifest"), str)
+
+
+def first_manifest_ref(value: Any) -> Mapping[str, Any] | None:
+    """
+    The first :class:`ManifestRef` in an (already decoded) input, or None for plain records.
+
+    Consumers answer in the shape they were given: records for records, a manifest for a manifest
+    (or for a mapped task's refs); this says which, and where the input's manifests live.
+    """
+    if is_manifest_ref(value):
+        return dict(value)
+    if not _is_sequence(value):  # a generator is not looked into: that would use it up
+        return None
+    for item in value:
+        if is_manifest_ref(item):
+            return dict(item)
+        if _is_sequence(item):
+            found = next((member for member in item if is_manifest_ref(member)), None)
+            if found is not None:
+                return dict(found)
+    return None
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -107,8 +153,12 @@ class _Summary:
         task_uuid = record.get("taskUUID")
         if isinstance(task_uuid, str):
             self.task_uuids.add(task_uuid)
-        amount = _amount(record.get("cost"))
-        if amount is not None:
+        original = record.get("original")
+        if record.get("reused") and isinstance(original, Mapping):  # cost 0 here: it saved the original's
+            saved = _amount(original.get("cost"))
+            if saved is not None:
+                self.reused_cost = (self.reused_cost or 0.0) + saved
+        elif (amount := _amount(record.get("cost"))) is not None:
             if record.get("costReused"):
                 self.reused_cost = (self.reused_cost or 0.0) + amount
             else:
@@ -361,6 +411,10 @@ def _read_ref(ref: Mapping[str, Any], conn_id: str | None) -> Iterator[dict[str,
             f"ManifestRef of {_shown(ref['bflManifest'])}: conn_id is a {type(own).__name__}, not a string"
         )
     return read_manifest(ref["bflManifest"], conn_id=conn_id or own)
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
 def _is_group(value: Any) -> bool:

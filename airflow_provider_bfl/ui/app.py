@@ -42,23 +42,17 @@ def authorized(dag_id: str, user: Annotated[Any, Depends(get_user)]) -> str:
 AuthorizedDag = Annotated[str, Depends(authorized)]
 
 
-def storage_conn_id() -> str | None:
-    from airflow.configuration import conf
-
-    return conf.get("bfl", "gallery_storage_conn_id", fallback=None) or None
-
-
 def _html(body: str) -> HTMLResponse:
     return HTMLResponse(
         body, headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"}
     )
 
 
-def _find(run_records: list[records.RecordSet], image_id: str) -> records.GalleryImage:
-    for entry in records.gallery_images(run_records):
-        if entry.image_id == image_id:
-            return entry
-    raise HTTPException(status_code=404, detail="No such image in this run's records")
+def _find(run: records.RunRecords, image_id: str) -> records.GalleryImage:
+    entry = run.find(image_id)
+    if entry is None:
+        raise HTTPException(status_code=404, detail="No such image in this run's records")
+    return entry
 
 
 def _first_readable(entry: records.GalleryImage, read: Any) -> bytes:
@@ -85,7 +79,7 @@ def create_app() -> FastAPI:
 
     @app.get("/run/{dag_id}/{run_id}", response_class=HTMLResponse)
     def run_gallery(dag_id: AuthorizedDag, run_id: str, page_number: int = Query(1, alias="page")) -> Any:
-        images = records.gallery_images(run_records(dag_id, run_id))
+        images = run_records(dag_id, run_id).images()
         title = f"{dag_id} · {run_id}"
         return _html(page.render(title, images, records.totals(images), dag_id, run_id, page_number))
 
@@ -97,7 +91,9 @@ def create_app() -> FastAPI:
         map_index: int,
         page_number: int = Query(1, alias="page"),
     ) -> Any:
-        images = records.gallery_images(run_records(dag_id, run_id), task_id=task_id, map_index=map_index)
+        images = records.gallery_images(
+            run_records(dag_id, run_id).sets, task_id=task_id, map_index=map_index
+        )
         label = task_id if map_index < 0 else f"{task_id}[{map_index}]"
         title = f"{dag_id} · {run_id} · {label}"
         return _html(page.render(title, images, records.totals(images), dag_id, run_id, page_number))
@@ -106,7 +102,7 @@ def create_app() -> FastAPI:
     def full_image(dag_id: AuthorizedDag, run_id: str, image_id: str) -> Response:
         from airflow_provider_bfl.qa.storage import read_bytes
 
-        conn_id = storage_conn_id()
+        conn_id = records.storage_conn_id()
         data = _first_readable(
             _find(run_records(dag_id, run_id), image_id), lambda uri: read_bytes(uri, conn_id)
         )
@@ -118,7 +114,7 @@ def create_app() -> FastAPI:
 
     @app.get("/thumb/{dag_id}/{run_id}/{image_id}")
     def thumbnail(dag_id: AuthorizedDag, run_id: str, image_id: str) -> Response:
-        conn_id = storage_conn_id()
+        conn_id = records.storage_conn_id()
         entry = _find(run_records(dag_id, run_id), image_id)
         try:
             data = _first_readable(entry, lambda uri: thumbnails.cached_thumbnail(uri, conn_id))

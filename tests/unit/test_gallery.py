@@ -174,7 +174,7 @@ def test_run_records_are_read_once_while_the_runs_record_rows_are_unchanged() ->
     first = cache.get("d", "r1")
     assert cache.get("d", "r1") is first and reads == [("d", "r1")]  # a page of thumbnails: one read
     stamps[("d", "r1")] = (3, "t2")  # a task pushed (or a retry replaced) records
-    assert cache.get("d", "r1")[0].records[0]["imageUUID"] == "r1-2"
+    assert cache.get("d", "r1").sets[0].records[0]["imageUUID"] == "r1-2"
     cache.get("d", "r2")  # bounded: r1 falls out
     cache.get("d", "r1")
     assert reads == [("d", "r1"), ("d", "r1"), ("d", "r2"), ("d", "r1")]

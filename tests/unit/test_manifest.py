@@ -83,6 +83,33 @@ def test_manifest_uri_sits_beside_the_run_s_images_with_safe_segments() -> None:
     assert safe_segment(manifest.MANIFEST_FOLDER) != manifest.MANIFEST_FOLDER
 
 
+def test_a_task_s_other_manifests_go_in_a_folder_named_after_it() -> None:
+    own = manifest_uri("s3://bucket/out", "d", "r", "qa", -1)
+    assert manifest_uri("s3://bucket/out", "d", "r", "qa", -1, role="passed") == (
+        "s3://bucket/out/d/r/_manifests/qa/passed.jsonl"
+    )
+    # A consumer writes beside its input, in the input's run folder, whatever the input's name.
+    assert manifest.manifest_beside(own, "review", 2, role="approved") == (
+        "s3://bucket/out/d/r/_manifests/review.2/approved.jsonl"
+    )
+    assert manifest.manifest_beside("s3://bucket/out/d/r/_manifests/qa/passed.jsonl", "review", -1) == (
+        "s3://bucket/out/d/r/_manifests/review.jsonl"
+    )
+    assert manifest.manifest_beside("file:///elsewhere/mine.jsonl", "qa", -1) == (
+        "file:///elsewhere/_manifests/qa.jsonl"
+    )
+
+
+def test_first_manifest_ref_tells_a_manifest_input_from_records() -> None:
+    ref = {"bflManifest": "file:///m/_manifests/a.jsonl", "conn_id": None}
+    assert manifest.first_manifest_ref(ref) == ref
+    assert manifest.first_manifest_ref([record(0), [ref]]) == ref
+    assert manifest.first_manifest_ref([record(0), [record(1)]]) is None
+    assert manifest.first_manifest_ref(None) is None
+    consumed = iter([ref])
+    assert manifest.first_manifest_ref(consumed) is None and next(consumed) == ref  # never used up
+
+
 # -- round trips -----------------------------------------------------------------------------------
 
 
