@@ -9,17 +9,19 @@ and a logger, and it returns the plan as finally submitted. The rules:
   (or the one an earlier try recorded, or the one the caller gave), so a retry re-attaches;
 - a generation an earlier try left unusable (failed, or unknown to the server) is replaced by the
   next generation number, at most :data:`MAX_GENERATIONS` times, logging the reason and the cost;
-- a caller's explicit taskUUID is never replaced behind their back: the error says what to do.
+- a caller's explicit taskUUID is never replaced behind their back: the error says what to do;
+- with reuse on, a replacement's taskUUID is the one the reuse index answers (``reclaim``), so
+  runs replacing the same generation at once pay for one new generation between them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_bfl.exceptions import BflError, BflInvalidRequestError
-from airflow_provider_bfl.models.results import TaskState
+from airflow_provider_bfl.models.status import TaskState
 from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
 
 if TYPE_CHECKING:
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
 
 #: How many generations one request may go through (the first one and its replacements).
 MAX_GENERATIONS = 5
+
+
+#: Given a generation being replaced and the fresh taskUUID proposed for it, the taskUUID to submit
+#: (the proposal, or the one another run already fixed for the same content) and whether another
+#: run may submit it first (:attr:`PlannedGeneration.shared`).
+Reclaim = Callable[[PlannedGeneration, str], tuple[str, bool]]
 
 
 class Log(Protocol):
@@ -52,19 +60,20 @@ def assign(
     *,
     explicit: Sequence[bool],
     keys: Sequence[str | None],
-    remembered: Sequence[tuple[str, int]] | None = None,
+    remembered: Mapping[int, tuple[str, int]] | None = None,
 ) -> GenerationPlan:
     """
-    The plan: explicit taskUUIDs kept, else the ``(taskUUID, generation)`` an earlier try recorded,
-    else derived (generation 0).
+    The plan: explicit taskUUIDs kept, else the ``(taskUUID, generation)`` an earlier try recorded
+    for the request's 1-based position, else derived (generation 0).
     """
     entries = []
     for index, request in enumerate(requests):
         generation = 0
+        recorded = None if remembered is None else remembered.get(index + 1)
         if explicit[index]:
             task_uuid = request.task_uuid
-        elif remembered is not None:
-            task_uuid, generation = remembered[index]
+        elif recorded is not None:
+            task_uuid, generation = recorded
         else:
             task_uuid = identity.task_uuid(index, request.to_wire())
         entry = PlannedGeneration.of(
@@ -82,12 +91,14 @@ def replacement(
     reason: str,
     price_per_image: float,
     log: Log,
+    reclaim: Reclaim | None = None,
 ) -> tuple[GenerationPlan, str]:
     """
     The plan with ``task_uuid``'s generation replaced by the next one (not yet submitted), and its taskUUID.
 
     Raises instead when the taskUUID was the caller's own or the request has used up its
-    generations: paying again must be the user's decision then.
+    generations: paying again must be the user's decision then. With ``reclaim``, the taskUUID
+    is the one it answers: another run's replacement of the same content is shared, not paid again.
     """
     old = plan[task_uuid]
     if old.explicit:
@@ -106,6 +117,16 @@ def replacement(
             task_uuid=task_uuid,
         )
     fresh_uuid = identity.task_uuid(old.position - 1, old.wire, old.generation + 1)
+    answer, shared = (fresh_uuid, False) if reclaim is None else reclaim(old, fresh_uuid)
+    if answer != fresh_uuid and answer not in plan:
+        log.info(
+            "Generation %s %s; another run already replaces it with %s: re-attaching to that one "
+            "(one new generation between them, not one each)",
+            old.label,
+            reason,
+            answer,
+        )
+        return plan.replacing(task_uuid, old.replaced_by(answer, shared=shared)), answer
     log.warning(
         "Generation %s %s: replacing it with %s (generation %d); this bills %d more image(s), about %.2f USD",
         old.label,
@@ -115,7 +136,9 @@ def replacement(
         old.number_results,
         old.number_results * price_per_image,
     )
-    return plan.replacing(task_uuid, old.replaced_by(fresh_uuid)), fresh_uuid
+    return plan.replacing(
+        task_uuid, old.replaced_by(fresh_uuid, shared=shared and answer == fresh_uuid)
+    ), fresh_uuid
 
 
 def submit(
@@ -128,13 +151,16 @@ def submit(
     price_per_image: float,
     log: Log,
     only: Sequence[str] | None = None,
+    reclaim: Reclaim | None = None,
 ) -> Submission:
     """
     Submit the plan's generations (or ``only`` these), replacing those an earlier try left unusable.
 
     ``remember`` is called with the plan before every submission, so the taskUUIDs are on record
     before any of them can be billed. Re-attached generations are checked once: one that failed or
-    that the server no longer knows is replaced (see :func:`replacement`).
+    that the server no longer knows is replaced (see :func:`replacement`, which ``reclaim`` is
+    passed to). Re-attached ones are marked so; those the caller gave or another run fixed
+    (``shared``) were billed to someone else, and their cost is reported as re-used.
     """
     to_send = list(plan) if only is None else list(only)
     outcome: SubmitOutcome | None = None
@@ -146,12 +172,19 @@ def submit(
         to_send = []
         for old_uuid, reason in unusable.items():
             plan, fresh_uuid = replacement(
-                plan, old_uuid, identity, reason=reason, price_per_image=price_per_image, log=log
+                plan,
+                old_uuid,
+                identity,
+                reason=reason,
+                price_per_image=price_per_image,
+                log=log,
+                reclaim=reclaim,
             )
             outcome.statuses.pop(old_uuid, None)
             outcome.reattached.remove(old_uuid)
             to_send.append(fresh_uuid)
     assert outcome is not None
+    reattached = set(outcome.reattached)
     for uuid in outcome.reattached:
         entry = plan[uuid]
         if entry.explicit:
@@ -160,7 +193,18 @@ def submit(
                 "was first generated and is not billed again (its cost is reported as re-used)",
                 entry.label,
             )
-            plan = plan.replacing(uuid, replace(entry, reused=True))
+        elif entry.shared:
+            log.info(
+                "Generation %s: another run submitted it first (the reuse index gave both runs this "
+                "taskUUID); re-attached to its generation, not billed again (cost reported as re-used)",
+                entry.label,
+            )
+    plan = GenerationPlan(
+        replace(entry, reattached=True, reused=entry.explicit or entry.shared)
+        if uuid in reattached
+        else entry
+        for uuid, entry in plan.items()
+    )
     return Submission(plan, outcome)
 
 

@@ -63,6 +63,14 @@ class PlannedGeneration:
     reused: bool = False
     #: The reference images (locators: URIs/URLs, never bytes) the request uses, in order.
     references: Sequence[str] = ()
+    #: The request's key in the reuse index (reuse on): its records carry it, its images are indexed under it.
+    fingerprint: str | None = None
+    #: The reuse index fixed this taskUUID, and another run may have submitted it first (the claim is
+    #: another run's, or this is the task's first try): a re-attach to it is that run's cost, not this one's.
+    shared: bool = False
+    #: Submitted before (an earlier try, another run): with ``upload_to`` its upload went to whoever
+    #: submitted it first, so its image may have to be downloaded instead.
+    reattached: bool = False
 
     @classmethod
     def of(
@@ -92,15 +100,18 @@ class PlannedGeneration:
             references=tuple(references),
         )
 
-    def replaced_by(self, task_uuid: str) -> PlannedGeneration:
-        """The next generation of the same request, under ``task_uuid``."""
+    def replaced_by(self, task_uuid: str, *, shared: bool = False) -> PlannedGeneration:
+        """The next generation of the same request, under ``task_uuid`` (for ``shared``, see the field)."""
         return replace(
-            self,
-            task_uuid=task_uuid,
-            wire={**self.wire, "taskUUID": task_uuid},
+            self.under(task_uuid, shared=shared),
             generation=self.generation + 1,
             reused=False,
+            reattached=False,
         )
+
+    def under(self, task_uuid: str, *, shared: bool) -> PlannedGeneration:
+        """The same generation under the taskUUID the reuse index fixed for it (for ``shared``, see the field)."""
+        return replace(self, task_uuid=task_uuid, wire={**self.wire, "taskUUID": task_uuid}, shared=shared)
 
     def request(self) -> ImageInferenceRequest:
         """The request to submit for this generation (validated again: the same rules, no I/O)."""

@@ -26,6 +26,7 @@ from airflow_provider_bfl.exceptions import (
     BflImageExpiredError,
     BflInvalidRequestError,
     BflMalformedResponseError,
+    BflReuseError,
     BflUploadMissingError,
 )
 from airflow_provider_bfl.links import BflImageLink
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from airflow_provider_bfl.hooks.bfl import BflHook
     from airflow_provider_bfl.models.request import ImageInferenceRequest
     from airflow_provider_bfl.storage.landing import ImageLander
+    from airflow_provider_bfl.storage.references import Reference
+    from airflow_provider_bfl.storage.reuse import ReuseIndex
+    from airflow_provider_bfl.storage.reuse.fingerprints import ReuseMode
 
 #: Task state store key (Airflow 3.3) holding the taskUUIDs this task instance submitted.
 STATE_KEY = "bfl_task_uuids"
@@ -111,6 +115,18 @@ class BflImageInferenceOperator(BaseOperator):
         event stay a few KiB whatever the batch size. Such a batch needs ``destination`` or
         ``upload_to``. With either set, XCom ``manifest`` holds the ref for a batch of any size.
         Read both shapes with :func:`airflow_provider_bfl.storage.manifest.iter_records`.
+    :param reuse: pay only for what changed (templated; needs ``destination`` or ``upload_to``,
+        where the index of landed images lives, ``{root}/_bfl_index/``). ``True`` or ``"seeded"``:
+        a request with a seed whose generation-relevant content (model, prompt, size, seed,
+        provider settings, output format and quality, reference images by content hash) matches
+        an image already landed there and still stored is not sent; its records come back with
+        ``reused: true``, ``cost`` 0, the original ``taskUUID``/``imageUUID``/``storedURI`` and
+        ``original`` (its cost, when and by which run it was landed). ``"any"``: requests without
+        a seed too (any earlier image of the same request will do). Runs racing on the same
+        content share one generation: at most one pays. Default ``False``.
+    :param refresh: with ``reuse``, generate these again even where usable images are indexed:
+        caller keys (``keys=``/``prompts={key: ...}``) or 1-based positions, a list or one
+        (templated). A non-empty ``regenerate`` refreshes every request.
 
     Landing a destination's files also emits an asset event for every ``Asset`` in ``outlets``
     (one for ``destination`` is added when it is a plain URI), and OpenLineage output datasets.
@@ -144,6 +160,8 @@ class BflImageInferenceOperator(BaseOperator):
         "upload_to",
         "keys",
         "regenerate",
+        "reuse",
+        "refresh",
         "reference_images",
         "model",
         *_requests.MODEL_KEYWORDS,
@@ -197,6 +215,8 @@ class BflImageInferenceOperator(BaseOperator):
         reference_conn_id: str | None = None,
         allow_unknown_model: bool = False,
         manifest_threshold: int = MANIFEST_THRESHOLD,
+        reuse: bool | str | None = False,
+        refresh: Any = None,
         **kwargs: Any,
     ) -> None:
         for name in (*_requests.MODEL_KEYWORDS, *_requests.PROVIDER_KEYWORDS):  # the registry's keywords
@@ -258,6 +278,8 @@ class BflImageInferenceOperator(BaseOperator):
                 parameter="manifest_threshold",
             )
         self.manifest_threshold = manifest_threshold
+        self.reuse = reuse
+        self.refresh = refresh
         self._check_literal_arguments()
 
     @property
@@ -306,14 +328,9 @@ class BflImageInferenceOperator(BaseOperator):
                     f"numberResults 1 and no uploadEndpoint of its own (taskUUID {several[0].task_uuid})",
                     parameter="numberResults",
                 )
-        _requests.check_budget(
-            requests,
-            max_images=self.max_images,
-            max_cost=self.max_cost,
-            price_per_image=self.price_per_image,
-            task_label=label,
-            references=[(reference.width, reference.height) for reference in checked],
-        )
+        reuse = self._reuse_policy()
+        if reuse is None:  # with reuse only what is sent counts, known once the index answered
+            self._check_budget(requests, checked)
         images = sum(request.number_results for request in requests)
         if images > self.manifest_threshold and not (self.destination or self.upload_to):
             raise BflInvalidRequestError(
@@ -325,7 +342,61 @@ class BflImageInferenceOperator(BaseOperator):
                 parameter="destination",
             )
         explicit = [_requests.has_task_uuid(item) for item in items]
-        return _Batch(requests, explicit, keys)
+        if reuse is None:
+            return _Batch(requests, explicit, keys, checked)
+        from airflow_provider_bfl.operators import _reuse
+
+        mode, refresh = reuse
+        try:
+            positions = _reuse.refreshed_positions(refresh, keys, len(requests))
+        except BflInvalidRequestError as exc:
+            raise exc.with_context(prefix=f"Task {label}: ") from None
+        return _Batch(requests, explicit, keys, checked, mode, positions)
+
+    def _check_budget(self, requests: Sequence[ImageInferenceRequest], references: Sequence[Any]) -> None:
+        _requests.check_budget(
+            requests,
+            max_images=self.max_images,
+            max_cost=self.max_cost,
+            price_per_image=self.price_per_image,
+            task_label=repr(self.task_id),
+            references=[(reference.width, reference.height) for reference in references],
+        )
+
+    def _reuse_policy(self) -> tuple[ReuseMode, list[Any]] | None:
+        """``reuse=`` and ``refresh=`` as checked (the mode, the refresh items); None when reuse is off."""
+        if (self.reuse is None or self.reuse is False) and self.refresh in (None, "", [], ()):
+            return None  # the default: nothing to import while a DAG file is parsed
+        from airflow_provider_bfl.operators import _reuse
+
+        label = repr(self.task_id)
+        try:
+            mode = _reuse.mode_of(self.reuse)
+            refresh = _reuse.refresh_items(self.refresh)
+        except BflInvalidRequestError as exc:
+            raise exc.with_context(prefix=f"Task {label}: ") from None
+        if mode == "off":
+            if refresh:
+                raise BflInvalidRequestError(
+                    f"Task {label}: refresh={self.refresh!r:.80} regenerates images reuse would re-use, "
+                    f"but reuse is {self.reuse!r:.40}: set reuse=True, 'seeded' or 'any' (or drop refresh)",
+                    parameter="refresh",
+                )
+            return None
+        if not (self.destination or self.upload_to):
+            raise BflInvalidRequestError(
+                f"Task {label}: reuse={self.reuse!r:.40} keeps its index of landed images in the "
+                "destination, and neither destination nor upload_to is set: set destination= (a file:// "
+                "path or s3://bucket/prefix) or upload_to=",
+                parameter="reuse",
+            )
+        if not self.wait_for_completion:
+            raise BflInvalidRequestError(
+                f"Task {label}: reuse={self.reuse!r:.40} needs wait_for_completion=True: this task lands "
+                "and indexes what it generates and re-uses, which a sensor waiting instead does not do",
+                parameter="reuse",
+            )
+        return mode, refresh
 
     def _with_references(
         self, requests: list[ImageInferenceRequest], label: str, check: bool
@@ -415,9 +486,11 @@ class BflImageInferenceOperator(BaseOperator):
             "prompt_upsampling",
             "safety_tolerance",
         )
+        reuse = (self.reuse, self.refresh, self.destination, self.upload_to)
+        if any(_requests.is_templated(value) for value in reuse):
+            return  # the budget, too, depends on reuse: checked once rendered
+        self._reuse_policy()
         if any(_requests.is_templated(getattr(self, name)) for name in names):
-            return
-        if any(_requests.is_templated(value) for value in (self.destination, self.upload_to)):
             return
         self._build()
 
@@ -434,6 +507,12 @@ class BflImageInferenceOperator(BaseOperator):
             keys=batch.keys,
             remembered=self._remembered(context, identity, len(batch.requests)),
         )
+        reused: list[dict[str, Any]] = []
+        if batch.reuse is not None:
+            plan, reused = self._reused(context, identity, plan, batch)
+            if not plan:
+                self.log.info("Nothing to send: all %d image(s) are re-used", len(reused))
+                return self._finish(context, plan, events.from_statuses({}), [], reused)
         self.log.info("Submitting %d generation(s), %d image(s)", len(plan), plan.image_count)
         hook = self.hook
         try:
@@ -441,16 +520,47 @@ class BflImageInferenceOperator(BaseOperator):
         finally:
             hook.close()
         plan, outcome = submission.plan, submission.outcome
-        task_uuids = self._hand_off(context, plan, outcome.rejected)
+        task_uuids = self._hand_off(context, plan, outcome.rejected, reused)
         if outcome.reattached:
             self.log.info("Re-attached to %d generation(s) already submitted", len(outcome.reattached))
         if outcome.rejected:
             raise _rejected_error(self.task_id, plan, outcome)
         if not self.wait_for_completion:
             return task_uuids
-        return self._wait(context, plan, outcome.statuses, kept=[])
+        return self._wait(context, plan, outcome.statuses, kept=reused)
 
-    def _hand_off(self, context: Context, plan: GenerationPlan, rejected: Mapping[str, Any]) -> Any:
+    def _reused(
+        self, context: Context, identity: TaskIdentity, plan: GenerationPlan, batch: _Batch
+    ) -> tuple[GenerationPlan, list[dict[str, Any]]]:
+        """
+        The plan without the requests the reuse index answers, the others under the taskUUIDs it
+        fixed, and the re-used records; the budget is checked on what is left to send.
+        """
+        from airflow_provider_bfl.operators import _reuse
+
+        assert batch.reuse is not None
+        everything = frozenset(entry.position for entry in plan.values())
+        try:
+            outcome = _reuse.apply(
+                plan,
+                self._reuse_index(context),
+                mode=batch.reuse,
+                refresh=everything if identity.regenerate else batch.refresh,
+                reference_hashes={reference.locator: reference.sha256 for reference in batch.references},
+                owner=self._owner(context),
+                first_try=_first_try(context),
+                log=self.log,
+                budget=lambda sent: self._check_budget(
+                    [batch.requests[entry.position - 1] for entry in sent], batch.references
+                ),
+            )
+        except BflReuseError as exc:  # the index cannot be read or written: paying for all is not the answer
+            raise exc.with_context(prefix=f"Task {self.task_id!r}: nothing was submitted: ") from None
+        return outcome.plan, outcome.records
+
+    def _hand_off(
+        self, context: Context, plan: GenerationPlan, rejected: Mapping[str, Any], kept: list[dict[str, Any]]
+    ) -> Any:
         """
         Push (and return) XCom ``task_uuids``: what a sensor waits for.
 
@@ -460,7 +570,7 @@ class BflImageInferenceOperator(BaseOperator):
         """
         submitted = GenerationPlan(entry for uuid, entry in plan.items() if uuid not in rejected)
         value: Any = submitted.expected
-        if self._is_large(plan):
+        if self._is_large(plan, kept):
             storage = self._storage(context)
             assert storage is not None  # _build refuses a big batch without one
             submitted.save(storage.plan, conn_id=storage.conn_id)
@@ -491,6 +601,7 @@ class BflImageInferenceOperator(BaseOperator):
             price_per_image=self._image_price(plan),
             log=self.log,
             only=only,
+            reclaim=self._reclaim(context, plan),
         )
 
     def _wait(
@@ -499,7 +610,7 @@ class BflImageInferenceOperator(BaseOperator):
         """Wait for ``statuses`` (in the triggerer or here), then finish with ``kept`` records."""
         expected = {uuid: plan[uuid].number_results for uuid in statuses}
         pending = [uuid for uuid, status in statuses.items() if not status.done]
-        large = self._is_large(plan)
+        large = self._is_large(plan, kept)
         if pending and self.deferrable:
             # The plan waits in XCom (never in the trigger's kwargs); dag.test() drops resume kwargs.
             context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=self._saved_plan(context, plan, kept))
@@ -524,7 +635,7 @@ class BflImageInferenceOperator(BaseOperator):
         A big batch's plan was saved by :meth:`_hand_off`; its kept records (landed before a
         replacement) go to the task's manifest, which the finished task overwrites.
         """
-        if not self._is_large(plan):
+        if not self._is_large(plan, kept):
             return {"plan": plan.to_json(), "kept": kept}
         from airflow_provider_bfl.storage.manifest import write_manifest
 
@@ -621,11 +732,12 @@ class BflImageInferenceOperator(BaseOperator):
                 and len(unusable) == len({entry["taskUUID"] for entry, _ in failures})
             ):
                 return self._replace_unusable(context, plan, unusable, kept + results)
-        order = {uuid: index for index, uuid in enumerate(plan)}
-        records = sorted(kept + results, key=lambda record: order[record["taskUUID"]])  # batch order
+        records = sorted(kept + results, key=partial(_batch_position, plan))
+        if any(entry.fingerprint for entry in plan.values()):
+            self._publish(context, plan, records)
         self._report_cost(ti, plan, records)
         self._log_summary(plan, records)
-        large = self._is_large(plan)
+        large = self._is_large(plan, records)
         storage = self._storage(context)
         if event["status"] != events.SUCCESS or failures:
             if records:
@@ -658,6 +770,7 @@ class BflImageInferenceOperator(BaseOperator):
     ) -> Any:
         """New generations for those whose images can no longer be had; the rest stays landed."""
         identity = self._identity(context)
+        reclaim = self._reclaim(context, plan)
         fresh = []
         for task_uuid, error in unusable.items():
             reason = (
@@ -672,6 +785,7 @@ class BflImageInferenceOperator(BaseOperator):
                 reason=reason,
                 price_per_image=self._image_price(plan),
                 log=self.log,
+                reclaim=reclaim,
             )
             fresh.append(new_uuid)
         kept = [record for record in landed if record["taskUUID"] not in unusable]
@@ -681,7 +795,7 @@ class BflImageInferenceOperator(BaseOperator):
         finally:
             hook.close()
         plan, outcome = submission.plan, submission.outcome
-        self._hand_off(context, plan, outcome.rejected)
+        self._hand_off(context, plan, outcome.rejected, kept)
         if outcome.rejected:
             raise _rejected_error(self.task_id, plan, outcome)
         return self._wait(context, plan, outcome.statuses, kept)
@@ -714,9 +828,13 @@ class BflImageInferenceOperator(BaseOperator):
 
     # -- helpers of the task ----------------------------------------------------------------
 
-    def _is_large(self, plan: GenerationPlan) -> bool:
-        """Above ``manifest_threshold``: records travel as a manifest, the plan as a location."""
-        return plan.image_count > self.manifest_threshold
+    def _is_large(self, plan: GenerationPlan, kept: Sequence[Mapping[str, Any]]) -> bool:
+        """
+        Above ``manifest_threshold``: records travel as a manifest, the plan as a location. The
+        batch's images are the plan's and those re-used (among ``kept``: not in the plan).
+        """
+        reused = sum(1 for record in kept if record.get("reused"))
+        return plan.image_count + reused > self.manifest_threshold
 
     def _storage(self, context: Context) -> _Storage | None:
         """Where this task instance's manifest and plan are kept: beside its images, if it stores any."""
@@ -742,15 +860,61 @@ class BflImageInferenceOperator(BaseOperator):
         ti = context["ti"]
         hook = self.hook
         extra = hook.get_connection(self.bfl_conn_id).extra_dejson
-        regenerate = "" if self.regenerate in (None, False, "", "False", "false") else str(self.regenerate)
         return TaskIdentity(
             namespace=deployment_namespace(extra, self.bfl_conn_id),
             dag_id=ti.dag_id,
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=-1 if ti.map_index is None else ti.map_index,
-            regenerate=regenerate,
+            regenerate=self._regenerate_token(),
         )
+
+    def _regenerate_token(self) -> str:
+        return "" if self.regenerate in (None, False, "", "False", "false") else str(self.regenerate)
+
+    def _owner(self, context: Context) -> str:
+        """Who claims and publishes in the reuse index: this task instance (and its regenerate token)."""
+        ti = context["ti"]
+        token = self._regenerate_token()
+        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{-1 if ti.map_index is None else ti.map_index}"
+        return owner + (f"/regenerate={token}" if token else "")
+
+    def _reuse_index(self, context: Context) -> ReuseIndex:
+        """The index of landed images in this task's destination (or upload_to)."""
+        from airflow_provider_bfl.storage.reuse import ReuseIndex
+
+        storage = self._storage(context)
+        assert storage is not None  # reuse is refused without a destination
+        try:
+            return ReuseIndex(storage.root, conn_id=storage.conn_id)
+        except BflInvalidRequestError as exc:
+            raise exc.with_context(prefix=f"Task {self.task_id!r}: reuse: ") from None
+
+    def _reclaim(self, context: Context, plan: GenerationPlan) -> _submission.Reclaim | None:
+        """With reuse, a replacement of an indexed generation takes the taskUUID the index answers."""
+        if not any(entry.fingerprint for entry in plan.values()):
+            return None
+        from airflow_provider_bfl.operators import _reuse
+
+        return _reuse.reclaimer(self._reuse_index(context), self._owner(context), _first_try(context))
+
+    def _publish(self, context: Context, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
+        """Index this task's landed generations for re-use (failing to is a warning, never an error)."""
+        from airflow_provider_bfl.operators import _reuse
+
+        ti = context["ti"]
+        origin = {
+            "dagId": ti.dag_id,
+            "runId": ti.run_id,
+            "taskId": ti.task_id,
+            "mapIndex": -1 if ti.map_index is None else ti.map_index,
+        }
+        index = self._reuse_index(context)
+        indexed = _reuse.publish(
+            index, plan, records, owner=self._owner(context), origin=origin, log=self.log
+        )
+        if indexed:
+            self.log.info("Indexed %d generation(s) for re-use under %s", indexed, index.root_uri)
 
     def _check_destination(self) -> None:
         from airflow_provider_bfl.storage.destination import validate_destination
@@ -774,7 +938,7 @@ class BflImageInferenceOperator(BaseOperator):
 
     def _remembered(
         self, context: Context, identity: TaskIdentity, count: int
-    ) -> list[tuple[str, int]] | None:
+    ) -> dict[int, tuple[str, int]] | None:
         """The taskUUIDs (and generation numbers) an earlier try recorded (Airflow 3.3), if usable."""
         store = _compat.task_state_store(context)
         if store is None:
@@ -786,7 +950,7 @@ class BflImageInferenceOperator(BaseOperator):
             return None
         remembered = _recorded_generations(value, identity.regenerate, count)
         if remembered is not None:
-            self.log.info("Re-attaching to the %d taskUUID(s) an earlier try recorded", count)
+            self.log.info("Re-attaching to the %d taskUUID(s) an earlier try recorded", len(remembered))
         return remembered
 
     def _remember(self, context: Context, identity: TaskIdentity, plan: GenerationPlan) -> None:
@@ -795,7 +959,7 @@ class BflImageInferenceOperator(BaseOperator):
             return
         record = {
             "regenerate": identity.regenerate,
-            "generations": [[entry.task_uuid, entry.generation] for entry in plan.values()],
+            "generations": [[entry.task_uuid, entry.generation, entry.position] for entry in plan.values()],
         }
         try:
             store.set(STATE_KEY, record)
@@ -880,18 +1044,37 @@ class BflImageInferenceOperator(BaseOperator):
 
         if self.upload_to:
             with self._lander(context, self.upload_to, self.upload_conn_id) as lander:
-                records, failures = _landing.verify_uploads(lander, results, plan, self.upload_timeout)
+                elsewhere = _uploaded_elsewhere(lander, results, plan)
+                uploaded = [entry for entry in results if entry.get("imageUUID") not in elsewhere]
+                records, failures = _landing.verify_uploads(lander, uploaded, plan, self.upload_timeout)
+                if elsewhere:  # re-attached: Runware uploaded it for whoever submitted it first
+                    downloaded, missed = self._land(
+                        lander, [e for e in results if e.get("imageUUID") in elsewhere], plan
+                    )
+                    records, failures = records + downloaded, failures + missed
+                    self.log.info(
+                        "Downloaded %d image(s) of generations first submitted by another run or try "
+                        "(their uploads went there)",
+                        len(downloaded),
+                    )
             self.log.info("Verified %d upload(s) under %s", len(records), lander.root)
             return records, failures
         assert self.destination is not None
-        hook = self.hook
-        try:
-            with self._lander(context, self.destination, self.destination_conn_id) as lander:
-                records, failures = _landing.land(lander, hook, results, plan)
-        finally:
-            hook.close()
+        with self._lander(context, self.destination, self.destination_conn_id) as lander:
+            records, failures = self._land(lander, results, plan)
         self.log.info("Landed %d image(s) under %s (%d failed)", len(records), lander.root, len(failures))
         return records, failures
+
+    def _land(
+        self, lander: ImageLander, results: list[dict[str, Any]], plan: GenerationPlan
+    ) -> tuple[list[dict[str, Any]], list[tuple[Any, BflError]]]:
+        from airflow_provider_bfl.operators import _landing
+
+        hook = self.hook
+        try:
+            return _landing.land(lander, hook, results, plan)
+        finally:
+            hook.close()
 
     def _emit_assets(self, context: Context, results: list[dict[str, Any]]) -> None:
         stored = [entry["storedURI"] for entry in results if entry.get("storedURI")]
@@ -931,39 +1114,57 @@ class BflImageInferenceOperator(BaseOperator):
     # -- results ----------------------------------------------------------------------------
 
     def _report_cost(self, ti: Any, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
-        """``total_cost`` is what this run was billed; re-attached explicit taskUUIDs are re-used."""
+        """
+        ``total_cost`` is what this run was billed; ``reused_cost`` what it did not pay again:
+        re-attached explicit or shared taskUUIDs, and re-used images (their original cost).
+        """
         from airflow_provider_bfl.operators import _landing
 
-        billed = _landing.total_cost([r for r in records if not r.get("costReused")])
-        reused = _landing.total_cost([r for r in records if r.get("costReused")])
+        generated = [r for r in records if not r.get("costReused") and not r.get("reused")]
+        reused = [r for r in records if r.get("reused")]
+        billed = _landing.total_cost(generated)
+        reattached = _landing.total_cost([r for r in records if r.get("costReused")])
+        saved = _landing.total_cost([{"cost": (r.get("original") or {}).get("cost")} for r in reused])
         if billed is not None:
             ti.xcom_push(key="total_cost", value=billed)
-        if reused is not None:
-            ti.xcom_push(key="reused_cost", value=reused)
+        if reattached is not None or saved is not None:
+            ti.xcom_push(key="reused_cost", value=round((reattached or 0.0) + (saved or 0.0), 6))
+        if reattached is not None:
             self.log.info(
                 "%.4f USD of these images' cost was billed by an earlier run (re-attached, not billed again)",
-                reused,
+                reattached,
+            )
+        if reused:
+            self.log.info(
+                "Re-used %d image(s) already landed under the destination (not generated again), saving %s",
+                len(reused),
+                "their cost (not recorded)" if saved is None else f"{saved:.4f} USD",
             )
         if billed is not None:
-            self.log.info("Generated %d image(s); total cost %.4f USD", len(records), billed)
+            self.log.info("Generated %d image(s); total cost %.4f USD", len(generated), billed)
 
     def _log_summary(self, plan: GenerationPlan, records: list[dict[str, Any]]) -> None:
-        shown = records[:LOGGED_IMAGES] if self._is_large(plan) else records
+        shown = records[:LOGGED_IMAGES] if self._is_large(plan, records) else records
         if len(shown) < len(records):
             self.log.info(
                 "%d image(s); the first %d (the manifest lists them all):", len(records), len(shown)
             )
         for entry in shown:
             planned = plan.get(entry.get("taskUUID", ""))
-            size = f"{planned.width}x{planned.height}" if planned else "?"
+            size = (
+                f"{planned.width}x{planned.height}"
+                if planned
+                else f"{entry.get('width')}x{entry.get('height')}"
+            )
             where = entry.get("storedURI") or entry.get("imageURL") or "-"
             self.log.info(
-                "image %s  %s  seed=%s  cost=%s  %s",
+                "image %s  %s  seed=%s  cost=%s  %s%s",
                 entry.get("imageUUID"),
                 size,
                 entry.get("seed"),
                 entry.get("cost"),
                 where,
+                "  (re-used)" if entry.get("reused") else "",
             )
 
 
@@ -979,11 +1180,19 @@ class _Storage:
 
 @dataclass(frozen=True)
 class _Batch:
-    """The validated requests of one task, whether each taskUUID was the caller's, and their keys."""
+    """
+    The validated requests of one task, whether each taskUUID was the caller's, their keys, the
+    checked references (their sha256 stands for them in reuse fingerprints) and the reuse policy.
+    """
 
     requests: list[ImageInferenceRequest]
     explicit: list[bool]
     keys: list[str | None]
+    references: list[Reference]
+    #: "seeded" or "any"; None: reuse is off.
+    reuse: ReuseMode | None = None
+    #: 1-based positions to generate again even where the index holds usable images.
+    refresh: frozenset[int] = frozenset()
 
 
 def _with_plan(entry: Mapping[str, Any], plan: GenerationPlan) -> dict[str, Any]:
@@ -998,22 +1207,69 @@ def _with_plan(entry: Mapping[str, Any], plan: GenerationPlan) -> dict[str, Any]
         extra["key"] = planned.key
     if planned.reused:
         extra["costReused"] = True
+    if planned.fingerprint is not None:
+        extra["fingerprint"] = planned.fingerprint
     return {**entry, **extra}
 
 
-def _recorded_generations(value: Any, regenerate: str, count: int) -> list[tuple[str, int]] | None:
-    """The store's record if it is this batch's (same size, same regenerate token), else None."""
+def _batch_position(plan: GenerationPlan, record: Mapping[str, Any]) -> int:
+    """Where a record's request stands in the batch: a re-used one says so, the others are planned."""
+    if record.get("reused"):
+        return int(record.get("position") or 0)
+    planned = plan.get(record.get("taskUUID", ""))
+    return 0 if planned is None else planned.position
+
+
+def _recorded_generations(value: Any, regenerate: str, count: int) -> dict[int, tuple[str, int]] | None:
+    """
+    The store's record, ``{position: (taskUUID, generation)}``, if it is this batch's (positions
+    within it, the same regenerate token), else None. With reuse, only the positions sent are recorded.
+    """
     if isinstance(value, list) and all(isinstance(v, str) for v in value):  # recorded by 0.1
         value = {"regenerate": "", "generations": [[v, 0] for v in value]}
     if not isinstance(value, dict) or value.get("regenerate", "") != regenerate:
         return None
     generations = value.get("generations")
-    if not isinstance(generations, list) or len(generations) != count:
+    if not isinstance(generations, list):
         return None
     try:
-        return [(str(uuid), int(generation)) for uuid, generation in generations]
+        if all(isinstance(item, list) and len(item) == 2 for item in generations):  # before positions
+            if len(generations) != count:
+                return None
+            generations = [
+                [uuid, generation, index + 1] for index, (uuid, generation) in enumerate(generations)
+            ]
+        recorded = {int(position): (str(uuid), int(generation)) for uuid, generation, position in generations}
     except (TypeError, ValueError):
         return None
+    if len(recorded) != len(generations) or not all(1 <= position <= count for position in recorded):
+        return None
+    return recorded
+
+
+def _first_try(context: Context) -> bool:
+    """Nothing of this task instance was submitted before (no retry, no clear)."""
+    try_number = getattr(context["ti"], "try_number", None)
+    return not isinstance(try_number, int) or try_number <= 1
+
+
+def _uploaded_elsewhere(lander: ImageLander, results: list[dict[str, Any]], plan: GenerationPlan) -> set[str]:
+    """
+    The imageUUIDs of re-attached generations whose upload is not where this task asked for it:
+    the generation was first submitted (and uploaded) by another run or an earlier try.
+    """
+    from airflow_provider_bfl.operators import _landing
+
+    found: set[str] = set()
+    for entry in results:
+        planned = plan.get(str(entry.get("taskUUID")))
+        if (
+            planned is not None
+            and planned.reattached
+            and not _landing.upload_target(lander, planned).exists()
+        ):
+            found.add(str(entry.get("imageUUID")))
+    return found
 
 
 def _rejected_error(task_id: str, plan: GenerationPlan, outcome: Any) -> BflError:
