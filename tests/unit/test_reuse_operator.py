@@ -138,6 +138,12 @@ def test_a_second_run_of_the_same_dag_sends_and_bills_nothing_and_points_at_the_
         assert stored_path(now).read_bytes()[:3] == b"\xff\xd8\xff"  # the first run's file, still there
     assert xcom(second_run, "generate", key="total_cost") is None  # this run was billed nothing
     assert xcom(second_run, "generate", key="reused_cost") == pytest.approx(5 * PRICE)
+    manifest = xcom(second_run, "generate", key="manifest")  # the ref beside the list, for consumers
+    assert (manifest["images"], manifest["cost"], manifest["reusedCost"]) == (
+        5,
+        None,
+        pytest.approx(5 * PRICE),
+    )
     out = capfd.readouterr().out
     assert (
         "Re-used 5 image(s) already landed under the destination (not generated again), saving 0.2000 USD"
@@ -504,7 +510,8 @@ def test_a_big_batch_reuses_through_its_manifest_and_the_deferral(
     assert bfl_conn.snapshot().images_billed == 26
     ref = xcom(second_run, "generate")
     assert is_manifest_ref(ref) and ref["images"] == 24 and ref["generations"] == 24
-    assert ref["cost"] == pytest.approx(2 * PRICE)  # re-used records cost this run nothing
+    assert ref["cost"] == pytest.approx(2 * PRICE)  # re-used records cost this run nothing...
+    assert ref["reusedCost"] == pytest.approx(22 * PRICE)  # ...and saved what they first cost
     records = list(iter_records(ref))
     assert [r["key"] for r in records] == keys(24)
     assert [n for n, r in enumerate(records, start=1) if not r.get("reused")] == [5, 17]
