@@ -596,3 +596,25 @@ def test_with_upload_to_a_racing_run_downloads_the_image_uploaded_for_the_other_
     ).execute({"ti": task_instance(mocker, "scheduled__2026-12-02T00:00:00+00:00", {})})
     assert bfl_conn.snapshot().images_billed == 3 and snapshot.requests == bfl_conn.snapshot().requests
     assert all(record["reused"] is True for record in tomorrow)
+
+
+def test_an_explicit_task_uuid_is_looked_up_but_never_claimed(
+    bfl_conn: RunwareEmulator, destination: str, dag_id: str, tmp_path: Path
+) -> None:
+    """The caller's own taskUUID is theirs: the index may answer it, but never fixes it for others."""
+    explicit = {**catalogue(1)[0], "taskUUID": "0b6a3e52-5b7e-4c1f-9a57-3c0f2d9e8a11"}
+    failing = {
+        **explicit,
+        "taskUUID": "5d1e7f0a-2c44-4b8e-8f3a-6b9d0e1c2a77",
+        "positivePrompt": "fail-marker " + explicit["positivePrompt"],
+    }
+    failed = reuse_dag(destination, [failing], dag_id=dag_id).test()
+    assert task_states(failed) == {"generate": "failed"}
+    assert list((tmp_path / "catalogue").glob("_bfl_index/*/*.json")) == []  # looked up, not claimed
+    first = records_of(reuse_dag(destination, [explicit], dag_id=dag_id).test())
+    assert first[0]["taskUUID"] == explicit["taskUUID"]
+    assert len(list((tmp_path / "catalogue").glob("_bfl_index/*/*.json"))) == 1  # landed: indexed
+    sent = image_inference_tasks(bfl_conn)
+    second = records_of(reuse_dag(destination, [explicit], dag_id=dag_id).test())
+    assert image_inference_tasks(bfl_conn) == sent and second[0]["reused"] is True
+    assert bfl_conn.snapshot().images_billed == 1
