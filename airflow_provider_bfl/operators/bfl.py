@@ -30,7 +30,7 @@ from airflow_provider_bfl.exceptions import (
     BflUploadMissingError,
 )
 from airflow_provider_bfl.links import BflImageLink
-from airflow_provider_bfl.models.request import BYTE_OUTPUTS
+from airflow_provider_bfl.models.wire import BYTE_OUTPUTS
 from airflow_provider_bfl.operators import _requests
 from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
 
