@@ -30,10 +30,12 @@ from benchmarks._common import BenchResult, Row, prepare_airflow_env
 BENCHMARKS = (
     "batch_latency",
     "triggerer_scale",
+    "triggerer_10k",
     "parse_cost",
     "client_overhead",
     "response_scale",
     "gallery",
+    "catalogue_scale",
     "landing_throughput",
     "landing_memory",
 )
