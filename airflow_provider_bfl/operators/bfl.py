@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_bfl import _compat, _submission, events
-from airflow_provider_bfl._identity import TaskIdentity
+from airflow_provider_bfl import _compat, events
 from airflow_provider_bfl.defaults import DEFAULT_CONN_ID
 from airflow_provider_bfl.exceptions import (
     BflError,
@@ -32,13 +31,15 @@ from airflow_provider_bfl.exceptions import (
 from airflow_provider_bfl.links import BflImageLink
 from airflow_provider_bfl.models.wire import BYTE_OUTPUTS
 from airflow_provider_bfl.operators import _requests
-from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_bfl import _submission
+    from airflow_provider_bfl._identity import TaskIdentity
     from airflow_provider_bfl.hooks.bfl import BflHook
     from airflow_provider_bfl.models.request import ImageInferenceRequest
+    from airflow_provider_bfl.plan import GenerationPlan, PlannedGeneration
     from airflow_provider_bfl.storage.landing import ImageLander
     from airflow_provider_bfl.storage.references import Reference
     from airflow_provider_bfl.storage.reuse import ReuseIndex
@@ -497,6 +498,8 @@ class BflImageInferenceOperator(BaseOperator):
     # -- the task ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_bfl import _submission  # task-time only: DAG parsing never needs it
+
         batch = self._build(check_references=True)
         self._check_destination()
         identity = self._identity(context)
@@ -568,6 +571,8 @@ class BflImageInferenceOperator(BaseOperator):
         instead (the plan is saved there first): ``{"planURI", "conn_id", "destination",
         "generations", "images"}``, which the sensor accepts as well.
         """
+        from airflow_provider_bfl.plan import GenerationPlan
+
         submitted = GenerationPlan(entry for uuid, entry in plan.items() if uuid not in rejected)
         value: Any = submitted.expected
         if self._is_large(plan, kept):
@@ -592,6 +597,8 @@ class BflImageInferenceOperator(BaseOperator):
         identity: TaskIdentity,
         only: Sequence[str] | None = None,
     ) -> _submission.Submission:
+        from airflow_provider_bfl import _submission
+
         return _submission.submit(
             hook,
             plan,
@@ -677,7 +684,7 @@ class BflImageInferenceOperator(BaseOperator):
                 "deferred by an older version of the provider?); clear the task: it re-attaches to "
                 "the same generations"
             )
-        from airflow_provider_bfl.plan import is_located
+        from airflow_provider_bfl.plan import GenerationPlan, is_located
 
         if is_located(saved):
             from airflow_provider_bfl.storage.manifest import iter_records
@@ -769,6 +776,8 @@ class BflImageInferenceOperator(BaseOperator):
         landed: list[dict[str, Any]],
     ) -> Any:
         """New generations for those whose images can no longer be had; the rest stays landed."""
+        from airflow_provider_bfl import _submission
+
         identity = self._identity(context)
         reclaim = self._reclaim(context, plan)
         fresh = []
@@ -855,6 +864,7 @@ class BflImageInferenceOperator(BaseOperator):
         return _Storage(root=root, manifest=uri, plan=plan_location(uri), conn_id=conn_id)
 
     def _identity(self, context: Context) -> TaskIdentity:
+        from airflow_provider_bfl._identity import TaskIdentity
         from airflow_provider_bfl.operators._namespace import deployment_namespace
 
         ti = context["ti"]

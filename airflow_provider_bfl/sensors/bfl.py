@@ -20,12 +20,12 @@ from airflow_provider_bfl import defaults, events
 from airflow_provider_bfl._rendered import decode_rendered, looks_like_literal
 from airflow_provider_bfl._task_uuids import expected_images
 from airflow_provider_bfl.exceptions import BflError
-from airflow_provider_bfl.models.status import TaskStatus
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_bfl.hooks.bfl import BflHook
+    from airflow_provider_bfl.models.status import TaskStatus
 
 #: How much longer the deferral may last than the trigger's own deadline, so the trigger reports a
 #: timeout (with the images received so far) before Airflow gives up on it.
@@ -194,6 +194,8 @@ class BflImageInferenceSensor(BaseSensorOperator):
         kept = self._statuses
         if kept is not None and not self.reschedule and kept.keys() == expected.keys():
             return kept
+        from airflow_provider_bfl.models.status import TaskStatus
+
         return {task_uuid: TaskStatus(task_uuid, expected_images=n) for task_uuid, n in expected.items()}
 
     def _defer(self) -> NoReturn:
