@@ -26,6 +26,7 @@ from airflow_provider_bfl._envelope import (
     parse_envelope,
     to_exception,
 )
+from airflow_provider_bfl._paced_log import Lines, PacedLogger
 from airflow_provider_bfl._retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from airflow_provider_bfl._status import merge
 from airflow_provider_bfl.exceptions import (
@@ -40,6 +41,8 @@ from airflow_provider_bfl.models.request import ImageInferenceRequest
 from airflow_provider_bfl.models.results import TaskState, TaskStatus
 
 log = logging.getLogger(__name__)
+#: This module's lines about waits, paced in an event loop (see :mod:`airflow_provider_bfl._paced_log`).
+paced_log = PacedLogger(log)
 
 T = TypeVar("T")
 
@@ -90,13 +93,20 @@ class PollSettings:
     max_failures: int = defaults.MAX_POLL_FAILURES
     max_missing: int = defaults.MAX_MISSING_POLLS
     steady_polls: int = defaults.POLL_STEADY_POLLS
-    #: Seconds between two progress lines of one wait.
+    #: Seconds between two progress lines of one wait (see :meth:`progress_every`).
     progress_interval: float = defaults.PROGRESS_LOG_INTERVAL
 
     def delay_after(self, polls: int) -> float:
         """Seconds between poll number ``polls`` (1-based) and the next one."""
         backoffs = max(0, polls - self.steady_polls)
         return min(self.interval * self.backoff**backoffs, max(self.max_interval, self.interval))
+
+    def progress_every(self, waits: int = 1) -> float:
+        """
+        Seconds between two progress lines of one of ``waits`` waits sharing an event loop:
+        stretched so that together they log at most ``PROGRESS_LINES_PER_SECOND`` lines a second.
+        """
+        return max(self.progress_interval, waits / defaults.PROGRESS_LINES_PER_SECOND)
 
 
 @dataclass
@@ -253,13 +263,27 @@ class Waiting:
     poll coalescer (many waits answered by the same batched getResponse requests), so both keep the
     same guarantees: results merged in place (partial results survive a failure), a bounded run of
     failed polls tolerated, tasks the API stops mentioning turned into ``taskNotFound``, and a last
-    poll at the wall-clock ``deadline``.
+    poll at the wall-clock ``deadline``. It logs through ``lines`` (:data:`paced_log` in an event
+    loop, where many waits log at once).
     """
 
-    __slots__ = ("_last_progress", "_missing", "deadline", "failures", "poll", "polls", "started", "statuses")
+    __slots__ = (
+        "_last_progress",
+        "_lines",
+        "_missing",
+        "deadline",
+        "failures",
+        "poll",
+        "polls",
+        "started",
+        "statuses",
+    )
 
-    def __init__(self, statuses: dict[str, TaskStatus], poll: PollSettings, deadline: float | None) -> None:
+    def __init__(
+        self, statuses: dict[str, TaskStatus], poll: PollSettings, deadline: float | None, lines: Lines
+    ) -> None:
         self.statuses = statuses
+        self._lines = lines
         self.poll = poll
         self.deadline = deadline
         self.polls = 0
@@ -272,8 +296,12 @@ class Waiting:
         """The tasks to ask about in the next poll."""
         return {uuid: status for uuid, status in self.statuses.items() if not status.done}
 
-    def polled(self, asked: Mapping[str, TaskStatus], mentioned: set[str]) -> None:
-        """A poll of ``asked`` succeeded (already merged); ``mentioned`` are the UUIDs it named."""
+    def polled(self, asked: Mapping[str, TaskStatus], mentioned: set[str], waits: int = 1) -> None:
+        """
+        A poll of ``asked`` succeeded (already merged); ``mentioned`` are the UUIDs it named.
+
+        ``waits``: how many waits log progress from this event loop (see :meth:`PollSettings.progress_every`).
+        """
         self.polls += 1
         self.failures = 0
         for uuid, status in asked.items():
@@ -286,21 +314,21 @@ class Waiting:
             missing = self._missing[uuid] = self._missing.get(uuid, 0) + 1
             if missing >= self.poll.max_missing and not status.done:
                 _not_found(status, f"The API has not mentioned this task in {missing} consecutive polls")
-        self.log_progress()
+        self.log_progress(waits)
 
-    def log_progress(self) -> None:
+    def log_progress(self, waits: int = 1) -> None:
         """
         One progress line (pending / done / images / progress % / elapsed) at most every
-        ``poll.progress_interval`` seconds, and none for a wait that ends sooner.
+        ``poll.progress_every(waits)`` seconds, and none for a wait that ends sooner.
         """
         now = time.monotonic()
-        if now - self._last_progress < self.poll.progress_interval:
+        if now - self._last_progress < self.poll.progress_every(waits):
             return
         self._last_progress = now
         statuses = self.statuses.values()
         done = sum(1 for status in statuses if status.done)
         images = sum(len(status.results) for status in statuses)
-        log.info(
+        self._lines.info(
             "Waiting for Runware: %d of %d generation(s) done, %d pending, %d image(s) received, "
             "%d%% progress, %.0fs elapsed",
             done,
@@ -319,7 +347,7 @@ class Waiting:
         self.failures += 1
         if self.failures > self.poll.max_failures:
             raise error
-        log.warning(
+        self._lines.warning(
             "Polling failed (%s); %d/%d consecutive failures tolerated",
             error,
             self.failures,
@@ -384,7 +412,7 @@ def wait(
     triggerer restart; tasks still processing at the deadline are returned as they are. A
     bounded run of failed polls is tolerated (see :class:`Waiting`).
     """
-    waiting = Waiting(statuses, poll, deadline)
+    waiting = Waiting(statuses, poll, deadline, paced_log)
     while True:
         pending = waiting.pending()
         if not pending:

@@ -47,6 +47,10 @@ MAX_POLL_FAILURES = 5
 #: Seconds between two progress lines of one wait (pending / done / elapsed / progress %): a 500-task
 #: batch is one wait, so it logs one line per interval, not one per task.
 PROGRESS_LOG_INTERVAL = 15.0
+#: Progress lines a second that the shared waits of one event loop log together at most: with more
+#: than PROGRESS_LOG_INTERVAL x this many waits (30), each wait's interval stretches (a triggerer
+#: running 270 triggers logs one line per trigger every 135 s, not 18 lines a second).
+PROGRESS_LINES_PER_SECOND = 2.0
 #: Consecutive polls in which the API does not mention a task before it counts as not found.
 MAX_MISSING_POLLS = 5
 

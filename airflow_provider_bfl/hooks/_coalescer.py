@@ -15,7 +15,10 @@ alone. Each wait's deadline holds even while a batch it rides in is slow: the ba
 latest deadline among its waits, and a wait whose own deadline passes first ends its round there
 (the batch goes on for the others). A batch that fails (after the call's own retries) counts as one failed poll for the waits
 in it; a wait that is cancelled leaves without disturbing the others; the client is closed when
-the last wait leaves.
+the last wait leaves. Logging is shared too: the waits' lines are paced, one per loop iteration
+(:mod:`airflow_provider_bfl._paced_log`), and each wait's progress interval stretches with the
+number of waits in the loop (``PollSettings.progress_every``), so together they log a bounded
+number of progress lines a second.
 
 Batching: a wait whose next poll is due within ``COALESCE_EARLY_FRACTION`` of its interval joins a
 batch leaving now, so waits started at slightly different times fall into step, and batches leave
@@ -144,7 +147,7 @@ class PollCoalescer:
         Split from :meth:`wait` so a caller can await the future in its own frame: one coroutine
         fewer per waiting trigger for the garbage collector to walk.
         """
-        waiting = Waiting(statuses, poll, deadline)
+        waiting = Waiting(statuses, poll, deadline, _flows.paced_log)
         now = self._loop.time()
         wait = _Wait(waiting, self._loop.create_future(), contextvars.copy_context(), due=now, earliest=now)
         if not waiting.pending():
@@ -327,7 +330,8 @@ class PollCoalescer:
             if finished.error is not None:
                 wait.context.run(waiting.failed, finished.error)
             else:
-                wait.context.run(waiting.polled, finished.asked, finished.mentioned)
+                waits = sum(coalescer.waits for coalescer in _REGISTRY.get(self._loop, {}).values())
+                wait.context.run(waiting.polled, finished.asked, finished.mentioned, waits)
         except BflError as error:
             wait.future.set_exception(error)
             return

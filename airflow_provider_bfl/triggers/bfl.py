@@ -92,25 +92,30 @@ class BflImageInferenceTrigger(BaseTrigger):
         ``error`` event: a trigger that raises would leave the task to Airflow's generic failure,
         without the images received so far.
         """
-        from airflow_provider_bfl import events
+        from airflow_provider_bfl import _paced_log, events
         from airflow_provider_bfl.models.results import TaskStatus
 
         self.statuses = {uuid: TaskStatus(uuid, expected_images=n) for uuid, n in self.task_uuids.items()}
         named = list(self.statuses)
         if not self.with_results and len(named) > events.DETAILED:
             named = [*named[: events.DETAILED], f"and {len(named) - events.DETAILED} more"]
-        self.log.info(
+        # Paced: a triggerer adopting hundreds of triggers starts them in one loop iteration.
+        _paced_log.log(
+            self.log.info,
             "Waiting for %d Runware generation(s) on connection %r: %s",
             len(self.statuses),
             self.bfl_conn_id,
             ", ".join(named),
         )
         event = await self._wait()
-        self.log.info("Runware wait ended with status %s: %s", event["status"], event["message"])
+        # Out before the event: Airflow closes a trigger's log once the trigger has finished.
+        await _paced_log.alog(
+            self.log.info, "Runware wait ended with status %s: %s", event["status"], event["message"]
+        )
         yield TriggerEvent(event)
 
     async def _wait(self) -> dict[str, Any]:
-        from airflow_provider_bfl import events
+        from airflow_provider_bfl import _paced_log, events
         from airflow_provider_bfl.exceptions import BflError
         from airflow_provider_bfl.hooks.bfl import BflHook
 
@@ -127,7 +132,7 @@ class BflImageInferenceTrigger(BaseTrigger):
             # connection pool; leaving it (also by cancellation) never disturbs the other triggers.
             await hook.apoll_until_done(self.statuses, deadline=self.deadline, shared=True)
         except BflError as error:
-            self.log.error("Polling Runware failed: %s", error)
+            _paced_log.log(self.log.error, "Polling Runware failed: %s", error)  # a failed batch ends many
             return events.from_error(
                 error, list(self.statuses), self.statuses, with_results=self.with_results
             )
