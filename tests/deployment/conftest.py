@@ -2,9 +2,9 @@
 Fixtures of the deployment tests: one real Airflow deployment per topology, one Scenario per test.
 
 Every test that uses the deployment runs on each topology of ``BFL_DEPLOYMENT_TOPOLOGIES`` (default:
-both, see :data:`tests.deployment.deployment.TOPOLOGIES`). On the ``celery`` topology only the tests
-marked ``smoke`` run unless ``BFL_DEPLOYMENT_FULL=1`` (``make reliability``), which keeps
-``make test`` within its budget; tests marked ``topology("celery")`` need what only that topology has.
+both, see :data:`tests.deployment.deployment.TOPOLOGIES`). Only the tests marked ``smoke`` run unless
+``BFL_DEPLOYMENT_FULL=1`` (``make reliability``), which keeps ``make test`` within its budget;
+tests marked ``topology("celery")`` need what only that topology has.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.deployment.scenario import Evidence, Scenario, write_figures
 RUNS_ENV = "BFL_DEPLOYMENT_RUNS"
 #: Comma-separated topologies to run on (default: all).
 TOPOLOGIES_ENV = "BFL_DEPLOYMENT_TOPOLOGIES"
-#: "1": every scenario on every topology; otherwise the ``celery`` topology runs its smoke set only.
+#: "1": every scenario on every topology; otherwise each topology runs its smoke set only.
 FULL_ENV = "BFL_DEPLOYMENT_FULL"
 #: A distinctive API key, so the secrets scan cannot confuse it with anything else.
 API_KEY = f"bfl-deploy-key-{secrets.token_hex(12)}-never-log-me"
@@ -35,7 +35,7 @@ _REPORT = pytest.StashKey[pytest.TestReport]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(name): the reliability scenario a deployment test measures")
-    config.addinivalue_line("markers", "smoke: also runs on the celery topology in `make test`")
+    config.addinivalue_line("markers", "smoke: runs in `make test` (the rest only in `make reliability`)")
     config.addinivalue_line("markers", "topology(name): runs on that topology only")
     config.addinivalue_line("markers", "repeat(runs): runs at most this many times (heavy scenarios)")
 
@@ -62,15 +62,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Outside ``make reliability``, the celery topology runs its smoke set only."""
+    """Outside ``make reliability``, every topology runs its smoke set only."""
     if os.environ.get(FULL_ENV) == "1":
         return
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        topology = callspec.params.get("deployment") if callspec is not None else None
+        on_a_deployment = callspec is not None and "deployment" in callspec.params
         smoke = item.get_closest_marker("smoke") is not None
-        (dropped if topology == "celery" and not smoke else kept).append(item)
+        (dropped if on_a_deployment and not smoke else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

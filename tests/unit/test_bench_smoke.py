@@ -20,6 +20,8 @@ from benchmarks.run import BENCHMARKS, markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow  # `make test-slow`: each benchmark is a few fresh processes
+
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", BENCHMARKS)

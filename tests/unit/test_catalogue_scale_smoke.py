@@ -23,6 +23,8 @@ from benchmarks import catalogue_scale
 from benchmarks._common import EmulatorProcess, run_child
 from benchmarks.catalogue_scale import PhaseRss, RequestTally, Timeline, WriteTally, bytecode_cache
 
+pytestmark = pytest.mark.slow  # `make test-slow`: children import Airflow and run dag.test()
+
 
 def request(index: int) -> dict[str, Any]:
     return {

@@ -94,6 +94,7 @@ def assert_manifest_holds_the_batch(ref: dict[str, Any], emulator: RunwareEmulat
 # -- a big batch, deferred and in the worker ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_1000_image_deferred_batch_keeps_xcom_and_its_event_small(
     bfl_conn: RunwareEmulator, tmp_path: Path, mocker: MockerFixture
@@ -164,6 +165,7 @@ def test_a_rerun_of_a_big_deferred_batch_reattaches_and_pays_nothing(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_1000_image_batch_waited_for_in_the_worker_keeps_xcom_small(
     bfl_conn: RunwareEmulator, tmp_path: Path

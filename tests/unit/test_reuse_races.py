@@ -112,6 +112,7 @@ def claim_in_process(jobs: list[tuple[str, str | None, str]], barrier: Any, resu
         results.put((destination, fp, claim.won, claim.task_uuid))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # two fresh interpreters import Airflow before they race
 def test_two_processes_claiming_at_once_agree_on_one_winner(tmp_path: Path, reuse_bucket: Any) -> None:
     places = [local_place(tmp_path / "images"), s3_place(reuse_bucket)]
