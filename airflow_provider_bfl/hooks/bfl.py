@@ -226,7 +226,8 @@ class BflHook(BaseHook):
         Tasks still processing at the deadline come back with ``done == False``. The deadline
         holds whatever the server does: every HTTP call of the wait ends by it (the last poll, made
         at the deadline, gets ``defaults.LAST_POLL_GRACE`` seconds). While waiting, one progress
-        line is logged every ``progress_log_interval`` seconds.
+        line is logged every ``progress_log_interval`` seconds (longer when many shared waits run in
+        one event loop: see ``PollSettings.progress_every``).
         """
         settings = self.settings
         deadline = None if timeout is None else time.time() + timeout
