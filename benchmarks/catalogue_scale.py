@@ -288,6 +288,23 @@ def _fresh_airflow_home(db_template: Path) -> Path:
     """
     home = Path(tempfile.mkdtemp(prefix="airflow-home-", dir=db_template.parent))
     (home / "dags").mkdir()
+    database = _enter_airflow_home(home)
+    if db_template.exists():
+        _copy_db(db_template, database)
+    else:
+        from airflow.utils.db import initdb
+
+        initdb()
+        _copy_db(database, db_template)
+    return home
+
+
+def _enter_airflow_home(home: Path) -> Path:
+    """
+    Point Airflow (not imported yet) at ``home``: its DAGs folder and SQLite DB, whose path is returned.
+
+    A later child enters the home an earlier one made, to run the same DAG again in the same DB.
+    """
     database = home / "airflow.db"
     os.environ.update(
         {
@@ -297,14 +314,7 @@ def _fresh_airflow_home(db_template: Path) -> Path:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         }
     )
-    if db_template.exists():
-        _copy_db(db_template, database)
-    else:
-        from airflow.utils.db import initdb
-
-        initdb()
-        _copy_db(database, db_template)
-    return home
+    return database
 
 
 def _copy_db(source: Path, target: Path) -> None:
