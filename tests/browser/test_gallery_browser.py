@@ -52,6 +52,7 @@ def test_run_gallery_shows_every_image_decoded_with_its_record(page_as: Any, sit
     first = page.locator("figure.card").first.inner_text()
     for field in ("size", "seed", "cost", "stored", "file://"):
         assert field in first
+    assert "LMP-0142" in " ".join(page.locator("figure.card").all_inner_texts())  # the SKU (keys=)
     assert "not_blank" in page.locator("figure.card.bad").first.inner_text() + marked.nth(1).inner_text()
     screenshot(page, "gallery.png")  # the plugin page on its own
 
@@ -125,6 +126,8 @@ def test_review_page_shows_the_thumbnails(page_as: Any, site: AirflowSite) -> No
     )
     assert page.get_by_text("Leave out").count() >= 1
     assert page.get_by_role("button", name="Publish").count() >= 1
+    # Each image's SKU (the example passes the prompts file's SKUs as keys=) beside its picture.
+    assert page.get_by_text("LMP-0142", exact=True).count() >= 1
     screenshot(page, "review.png")
 
 
