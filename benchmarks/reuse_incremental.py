@@ -45,6 +45,7 @@ from benchmarks.catalogue_scale import (
     _first,
     _fresh_airflow_home,
     _last,
+    _span,
     _spans,
     bytecode_cache,
 )
@@ -171,6 +172,7 @@ def dag_child(
         "requests": tally.counts(),
         "dag_test_wall": dag_test_wall,
         "task_wall": _last(marks, "finish:end")["at"] - _first(marks, "execute")["at"],
+        "phases": _phases(marks),
         "reuse_seconds": sum(_spans(marks, "reuse")),
         "publish_seconds": sum(_spans(marks, "publish")),
         "records": len(records),
@@ -188,6 +190,16 @@ def dag_child(
         "total_cost": xcom(run, TASK_ID, "total_cost"),
         "reused_cost": xcom(run, TASK_ID, "reused_cost"),
         "peak_rss_mb": max(rss.peaks.values(), default=0.0),
+    }
+
+
+def _phases(marks: list[dict[str, Any]]) -> dict[str, float]:
+    """The generate task's wall time split at the submissions and at ``_finish`` (landing, publishing, manifest)."""
+    return {
+        "to the first submission": _span(_first(marks, "execute"), _first(marks, "submit")),
+        "submit": _span(_first(marks, "submit"), _last(marks, "submit:end")),
+        "wait + resume": _span(_last(marks, "submit:end"), _first(marks, "finish")),
+        "finish": _span(_first(marks, "finish"), _last(marks, "finish:end")),
     }
 
 
@@ -344,6 +356,11 @@ def _report(result: BenchResult, runs: dict[str, Any]) -> None:
             fmt_s(b["dag_test_wall"]),
             fmt_s(a["dag_test_wall"]),
             ratio(b["dag_test_wall"], a["dag_test_wall"]),
+        ),
+        Row(
+            "  phases: " + ", ".join(b["phases"]) + "; B vs A",
+            ", ".join(f"{seconds:.1f}" for seconds in b["phases"].values()) + " s",
+            ", ".join(f"{seconds:.1f}" for seconds in a["phases"].values()) + " s",
         ),
         Row(
             "  in the reuse index: lookup + claims, publishing; B vs A",
