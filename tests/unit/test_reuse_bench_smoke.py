@@ -22,6 +22,7 @@ def test_positions_spread_the_changed_and_the_refreshed_apart() -> None:
     assert reuse_incremental.positions(150, 3, 0) == ([25, 75, 125], [])
 
 
+@pytest.mark.slow  # `make test-slow`: children import Airflow and run dag.test()
 @pytest.mark.timeout(300)
 def test_the_second_run_bills_only_the_changed_requests_and_lists_every_record() -> None:
     result = reuse_incremental.run(count=12, changed=2, refreshed=0, latency=0.2, threshold=5)
