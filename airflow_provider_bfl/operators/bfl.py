@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_bfl import _compat, events
+from airflow_provider_bfl import _compat, _templating, events
 from airflow_provider_bfl.defaults import DEFAULT_CONN_ID
 from airflow_provider_bfl.exceptions import (
     BflError,
@@ -33,6 +33,7 @@ from airflow_provider_bfl.models.wire import BYTE_OUTPUTS
 from airflow_provider_bfl.operators import _requests
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
 
     from airflow_provider_bfl import _submission
@@ -494,6 +495,22 @@ class BflImageInferenceOperator(BaseOperator):
         if any(_requests.is_templated(getattr(self, name)) for name in names):
             return
         self._build()
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: jinja2.Environment | None = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Text without markup is kept as written: 10,000 literal prompts are not 10,000 templates."""
+        if (
+            isinstance(content, str)
+            and jinja_env is not None  # Airflow passes its environment down to every element
+            and _templating.renders_to_itself(content, jinja_env, self.template_ext)
+        ):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)
 
     # -- the task ---------------------------------------------------------------------------
 
