@@ -282,7 +282,7 @@ def run(
     latency = (1.0 if quick else 5.0) if latency is None else latency
     result = BenchResult(
         name="reuse_incremental",
-        title="Incremental run (reuse)",
+        title="9b. Incremental run (reuse)",
         setup=(
             f"{count:,} requests ({SIDE}x{SIDE} JPG, each its own seed and key) in one deferrable "
             "BflImageInferenceOperator with reuse=True, destination file:// (the reuse index in it) shared "

@@ -36,6 +36,7 @@ BENCHMARKS = (
     "response_scale",
     "gallery",
     "catalogue_scale",
+    "reuse_incremental",
     "landing_throughput",
     "landing_memory",
 )
