@@ -34,6 +34,7 @@ records through the event and XCom, as before manifests) at 1,000 prompts, scale
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -129,6 +130,29 @@ class PhaseRss:
         self._stop.set()
         self._thread.join()
         self._note()
+
+
+class GcPauses:
+    """The garbage collector's pauses (``gc.callbacks``) while in use: seconds and full collections."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._on_gc)
 
 
 class WriteTally:
@@ -405,12 +429,16 @@ def dag_child(
         return event
 
     InProcessTestSupervisor.run_trigger_in_process = classmethod(inline)  # type: ignore[method-assign, assignment]
-    used: dict[str, int] = {}
+    used: dict[str, Any] = {}
     real_land = _landing.land
 
     def land(lander: Any, *args: Any, **kwargs: Any) -> Any:
         used["landing_concurrency"] = lander.concurrency
-        return real_land(lander, *args, **kwargs)
+        with GcPauses() as pauses:
+            try:
+                return real_land(lander, *args, **kwargs)
+            finally:
+                used["landing_gc"] = {"seconds": pauses.seconds, "full": pauses.full}
 
     _landing.land = land
     tally = RequestTally(base_url.rsplit("/", 1)[0])
@@ -456,6 +484,7 @@ def dag_child(
         "stored": stored,
         "trigger_sizes": trigger_sizes,
         "landing_concurrency": used.get("landing_concurrency"),
+        "landing_gc": used.get("landing_gc"),
     }
 
 
@@ -481,7 +510,7 @@ def land_child(manifest: str, out_dir: str, concurrency: int | None) -> dict[str
     with PhaseRss() as rss:
         rss.enter("land")
         started = time.perf_counter()
-        with lander:
+        with lander, GcPauses() as pauses:
             landed, failed = lander.land_urls(entries, requested)
         wall = time.perf_counter() - started
     return {
@@ -490,6 +519,7 @@ def land_child(manifest: str, out_dir: str, concurrency: int | None) -> dict[str
         "wall": wall,
         "concurrency": lander.concurrency,
         "rss_peak_mb": rss.peaks.get("land", 0.0),
+        "gc": {"seconds": pauses.seconds, "full": pauses.full},
         "process_peak_rss_mb": peak_rss_mb(),
     }
 
@@ -585,6 +615,12 @@ def _xcom_and_trigger_bytes(run: dict[str, Any]) -> dict[str, int]:
         "event": int(run["trigger_sizes"].get("event", 0)),
         "state_store": sum(run["stored"]["task_state_store"].values()),
     }
+
+
+def _gc_pauses(pauses: dict[str, Any] | None) -> str:
+    if not pauses:
+        return "not measured"
+    return f"{fmt_s(pauses['seconds'])} ({pauses['full']} full)"
 
 
 def _kib(value: float) -> str:
@@ -734,6 +770,15 @@ def _report(
             f"{fmt_s(phases['land'])} (concurrency {main['landing_concurrency']})",
             f"{fmt_s(alone['wall'])} (concurrency {alone['concurrency']})",
             ratio(phases["land"], alone["wall"]),
+        ),
+        Row(
+            "    of which garbage-collector pauses (full collections)",
+            _gc_pauses(main.get("landing_gc")),
+            f"{_gc_pauses(alone.get('gc'))} alone",
+            ratio(
+                (main.get("landing_gc") or {}).get("seconds", 0.0),
+                (alone.get("gc") or {}).get("seconds", 0.0),
+            ),
         ),
         Row(
             "  ImageLander alone at the task's concurrency vs at its default",

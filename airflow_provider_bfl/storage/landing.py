@@ -350,7 +350,7 @@ class ImageLander:
                 for chunk in iter(lambda: stored.read(CHUNK), b""):
                     spool.write(hashing.feed(chunk))
                 facts = verify(spool, hashing.size, output_format, where, _size_of(requested))
-        log.info("Already stored, not rewritten: %s", target)
+        log.debug("Already stored, not rewritten: %s", target)  # per image: the task logs a summary
         return _record(entry, target, hashing, facts, requested)
 
     # -- internals -----------------------------------------------------------------------------
@@ -373,7 +373,7 @@ class ImageLander:
             facts = self._commit_local(Path(target.path), chunks, hashing, output_format, where, size)
         else:
             facts = self._commit_remote(target, chunks, hashing, output_format, where, size)
-        log.info("Stored %s (%d bytes, sha256 %s)", target, hashing.size, hashing.sha256.hexdigest()[:12])
+        log.debug("Stored %s (%d bytes, sha256 %s)", target, hashing.size, hashing.sha256.hexdigest()[:12])
         return _record(entry, target, hashing, facts, requested)
 
     def _commit_local(
