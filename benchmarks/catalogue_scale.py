@@ -352,9 +352,10 @@ def _copy_db(source: Path, target: Path) -> None:
 def _stored_sizes(run_id: str) -> dict[str, Any]:
     """What the run left in the metadata DB: XCom and task-state values by key, trigger kwargs, next_kwargs."""
     from airflow.utils.session import create_session
-    from sqlalchemy import text
+    from sqlalchemy import inspect, text
 
     with create_session() as session:
+        has_state_store = inspect(session.get_bind()).has_table("task_state_store")  # Airflow 3.3+
         xcom = {
             str(key): int(size or 0)
             for key, size in session.execute(
@@ -365,11 +366,15 @@ def _stored_sizes(run_id: str) -> dict[str, Any]:
         triggers = [int(size or 0) for (size,) in session.execute(text("SELECT length(kwargs) FROM trigger"))]
         state_store = {
             str(key): int(size or 0)
-            for key, size in session.execute(
-                text(
-                    'SELECT "key", length(value) FROM task_state_store WHERE dag_id = :dag AND run_id = :run'
-                ),
-                {"dag": DAG_ID, "run": run_id},
+            for key, size in (
+                session.execute(
+                    text(
+                        'SELECT "key", length(value) FROM task_state_store WHERE dag_id = :dag AND run_id = :run'
+                    ),
+                    {"dag": DAG_ID, "run": run_id},
+                )
+                if has_state_store
+                else ()
             )
         }
         next_kwargs = [
@@ -403,7 +408,11 @@ def dag_child(
 
     use_connection(base_url)
     from airflow.sdk.execution_time.supervisor import InProcessTestSupervisor
-    from airflow.sdk.serde import serialize
+
+    try:
+        from airflow.sdk.serde import serialize
+    except ImportError:  # Airflow 3.1
+        from airflow.serialization.serde import serialize
 
     from airflow_provider_bfl import _submission, events
     from airflow_provider_bfl.hooks._coalescer import PollCoalescer

@@ -12,6 +12,22 @@ from airflow_provider_bfl.testing.dag_runs import load_dag_file, task_states, xc
 
 __all__ = ["load_dag_file", "task_states", "write_dag", "xcom"]
 
+#: Where DagBag lives: airflow.dag_processing.dagbag from 3.2, airflow.models.dagbag on 3.1 (code
+#: to paste into a fresh interpreter's script, and :func:`dagbag_class` in this one).
+DAGBAG_IMPORT = """
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.1
+    from airflow.models.dagbag import DagBag
+"""
+
+
+def dagbag_class() -> type:
+    namespace: dict[str, type] = {}
+    exec(DAGBAG_IMPORT, namespace)
+    return namespace["DagBag"]
+
+
 DAG_HEADER = """
 import pendulum
 from airflow.sdk import DAG

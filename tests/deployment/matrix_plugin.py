@@ -1,5 +1,8 @@
 """
-pytest plugin that ``make matrix`` loads: backports Airflow 3.3's ``dag.test()`` fix to 3.1 and 3.2.
+pytest plugin that ``make matrix`` loads: backports Airflow 3.3's ``dag.test()`` fixes to 3.1 and 3.2.
+
+Two of them: the task's error in ``on_failure_callback``'s context (below), and the answer to a
+human-in-the-loop review given from outside (:mod:`tests.browser.hitl_backport`).
 
 Before 3.3 the in-process supervisor behind ``dag.test()`` calls the task runner's ``finalize()``
 without putting the task's error into the context, so ``on_failure_callback`` sees
@@ -20,9 +23,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from airflow import __version__
     from airflow.sdk.execution_time import task_runner
 
+    from tests.browser import hitl_backport
+
     major, minor = (int(part) for part in __version__.split(".")[:2])
     if (major, minor) >= (3, 3) or getattr(task_runner.finalize, "matrix_backport", False):
         return
+    hitl_backport.install()  # dag.test() answers a review given from outside only from 3.3
     original = task_runner.finalize
 
     @functools.wraps(original)

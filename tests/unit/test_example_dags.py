@@ -14,7 +14,7 @@ import pytest
 
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from tests.conftest import DAGS_FOLDER
-from tests.dag_runs import load_dag_file, task_states, xcom
+from tests.dag_runs import DAGBAG_IMPORT, load_dag_file, task_states, xcom
 
 EXAMPLES = Path(__file__).parents[2] / "example_dags"
 SPEC_DAG = "example_bfl_spec_examples"
@@ -45,7 +45,7 @@ import sys
 from airflow.sdk.definitions.connection import Connection
 lookups = []
 Connection.get = classmethod(lambda cls, conn_id: lookups.append(conn_id))
-from airflow.dag_processing.dagbag import DagBag
+{DAGBAG_IMPORT}
 bag = DagBag(dag_folder={str(dag_file)!r})
 print("errors", bag.import_errors, "dags", list(bag.dags), "lookups", lookups)
 sys.exit(1 if bag.import_errors or not bag.dags or lookups else 0)
@@ -113,9 +113,12 @@ def _answer_review(
     """
     Play the reviewer: record the answer exactly as Airflow's HITL REST endpoint does.
 
-    (``dag.test()`` has no api-server; this mirrors its update: response fields, then the
-    event-driven resume of the parked task instance.)
+    (``dag.test()`` has no api-server; this mirrors its update: response fields, then, from
+    Airflow 3.3, the event-driven resume of the parked task instance. Before 3.3 the endpoint only
+    records the answer and the HITL trigger finds it by polling, which ``dag.test()`` answers there
+    with the backport the version matrix loads: ``tests.browser.hitl_backport``.)
     """
+    from airflow import __version__
     from airflow.models.hitl import HITLDetail
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.trigger import handle_event_submit
@@ -125,14 +128,21 @@ def _answer_review(
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import select
 
+    resumes_by_event = tuple(int(part) for part in __version__.split(".")[:2]) >= (3, 3)
+    # Where a waiting review is parked: awaiting_input (3.3); deferred, or queued while dag.test()
+    # runs its trigger in line (3.1, 3.2).
+    waiting = [TaskInstanceState.DEFERRED, TaskInstanceState.QUEUED]
+    if hasattr(TaskInstanceState, "AWAITING_INPUT"):
+        waiting = [TaskInstanceState.AWAITING_INPUT]
     while not stop.is_set():
         with create_session() as session:
             ti = session.scalars(
-                select(TaskInstance).where(
+                select(TaskInstance)
+                .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+                .where(
                     TaskInstance.task_id == "human_review",
-                    # Airflow 3.3 parks a waiting review as awaiting_input; 3.1 and 3.2 as deferred
-                    TaskInstance.state
-                    == getattr(TaskInstanceState, "AWAITING_INPUT", TaskInstanceState.DEFERRED),
+                    TaskInstance.state.in_(waiting),
+                    HITLDetail.responded_at.is_(None),
                 )
             ).first()
             detail = session.get(HITLDetail, ti.id) if ti is not None else None
@@ -144,9 +154,10 @@ def _answer_review(
                 detail.responded_at = timezone.utcnow()
                 detail.responded_by = {"id": "reviewer-1", "name": "Catalogue reviewer"}
                 session.add(detail)
-                handle_event_submit(
-                    TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
-                )
+                if resumes_by_event:
+                    handle_event_submit(
+                        TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session
+                    )
                 return
         stop.wait(0.2)
 

@@ -22,7 +22,7 @@ from airflow_provider_bfl.operators.bfl import BflImageInferenceOperator
 from airflow_provider_bfl.plan import GenerationPlan
 from airflow_provider_bfl.testing.emulator import RunwareEmulator
 from tests.conftest import DAGS_FOLDER, connection_json
-from tests.dag_runs import task_states, write_dag, xcom
+from tests.dag_runs import dagbag_class, task_states, write_dag, xcom
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -329,9 +329,7 @@ with DAG("bfl_literal_width", schedule=None, start_date=pendulum.datetime(2026, 
     BflImageInferenceOperator(task_id="hero", positive_prompt="a lamp", width=1000, height=512)
 """
     )
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(path))
+    bag = dagbag_class()(dag_folder=str(path))
     [error] = bag.import_errors.values()
     assert "Task 'hero'" in error and "width: got 1000" in error and "992 or 1024" in error
 
