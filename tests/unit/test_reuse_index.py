@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 
 from airflow_provider_bfl.exceptions import BflInvalidRequestError, BflReuseError
 from airflow_provider_bfl.storage.reuse import Claim, ReuseIndex, fingerprint
@@ -651,3 +652,36 @@ def test_rebuild_from_manifests_of_an_empty_destination_finds_nothing(local: Pla
     Path(local.uri.removeprefix("file://")).mkdir(parents=True)
     counts = rebuild_from_manifests(local.uri)
     assert counts["manifests"] == 0 and counts["restored"] == 0
+
+
+def test_an_s3_entry_replaced_between_head_and_get_is_read_again(
+    reuse_bucket: Any, mocker: MockerFixture
+) -> None:
+    """
+    s3fs takes the object's ETag when it opens it and sends it as If-Match with the GET: an entry
+    another run replaced in between comes back as FileExpired (a 412), which is a lost race to
+    read again, never an unusable index.
+    """
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_bfl.storage.reuse._store import S3Store
+
+    place = s3_place(reuse_bucket)
+    store = S3Store(ObjectStoragePath(place.uri, conn_id=place.conn_id))
+    key = "_bfl_index/ab/entry.json"
+    place.write(f"{place.uri}/{key}", b'{"generation": 1}')
+    real_open = store.fs.open
+    opened: list[str] = []
+
+    def open_then_replace(path: str, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(path, *args, **kwargs)  # HEAD: the ETag of generation 1
+        if not opened:
+            place.write(f"{place.uri}/{key}", b'{"generation": 2}')  # another run's swap
+        opened.append(path)
+        return handle
+
+    mocker.patch.object(store.fs, "open", side_effect=open_then_replace, autospec=True)
+    stored = store.read(key)
+    assert stored is not None
+    assert stored.data == b'{"generation": 2}'
+    assert len(opened) == 2  # the first read lost the race and was made again

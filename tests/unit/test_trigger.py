@@ -94,7 +94,7 @@ async def test_success_reports_every_image(bfl_conn: RunwareEmulator, number_res
 
 async def test_partial_images_are_kept_until_the_last_one_arrives(bfl_conn: RunwareEmulator) -> None:
     """With numberResults=3 images arrive one by one; the early ones survive the later polls."""
-    bfl_conn.latency = 0.3
+    bfl_conn.latency = 1.5  # images at 0.5, 1.0, 1.5 s: a partial task is seen for a whole second
     expected = submit(PROMPT, number_results=3)
     (task_uuid,) = expected
     trigger = BflImageInferenceTrigger(expected, deadline=time.time() + 10)

@@ -179,15 +179,19 @@ def _precondition_failed(exc: OSError) -> bool:
     S3 refused a conditional request: 412 ``PreconditionFailed``, or 409
     ``ConditionalRequestConflict`` (another conditional write to the key was in flight).
 
-    Read from the botocore error s3fs keeps as the cause: s3fs gives 412 the same ``EINVAL`` as
-    a malformed request, which must not pass for a lost race.
+    Read from the botocore error s3fs keeps in the cause chain: s3fs gives 412 the same ``EINVAL``
+    as a malformed request, which must not pass for a lost race, and a read whose object was
+    replaced after s3fs took its ETag comes back as ``FileExpired`` caused by that ``EINVAL``.
     """
-    response = getattr(exc.__cause__, "response", None)
-    if not isinstance(response, dict):
-        return False
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
+    cause: BaseException | None = exc.__cause__
+    while cause is not None:
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
+        cause = cause.__cause__
+    return False
 
 
 def _fsync_folder(folder: Path) -> None:
