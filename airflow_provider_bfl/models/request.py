@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from airflow_provider_bfl.models._base import WireInt, WireModel, invalid_request
-from airflow_provider_bfl.models.wire import BYTE_OUTPUTS as BYTE_OUTPUTS
 from airflow_provider_bfl.models.wire import MODEL_ID, DeliveryMethod, OutputFormat, OutputType
 
 SEED_MAX = 2**63 - 1

@@ -24,7 +24,7 @@ from airflow_provider_bfl.exceptions import (
     BflMalformedResponseError,
     BflUploadMissingError,
 )
-from airflow_provider_bfl.models.request import BYTE_OUTPUTS
+from airflow_provider_bfl.models.wire import BYTE_OUTPUTS
 from airflow_provider_bfl.storage.landing import ImageLander, image_key, landing_error, requested_of
 
 if TYPE_CHECKING:
