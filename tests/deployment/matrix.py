@@ -10,7 +10,10 @@ reach, so the resolver picks provider versions itself and what breaks is pinned 
 against that version's api-server; not the deployment tests, which ``make reliability`` runs on the
 installed version) run in each; a table is printed and written to ``tests/deployment/MATRIX.md``.
 
-    python -m tests.deployment.matrix [--versions 3.1.8,3.2.2,3.3.2] [--minors 3.1,3.2,3.3]
+    python -m tests.deployment.matrix [--versions 3.1.8,3.2.2,3.3.2] [--minors 3.1,3.2,3.3] [--markers EXPR]
+
+``--markers "not slow"`` leaves out the tests marked slow (benchmark smokes, 1,000-image runs,
+process races), as ``make test`` does; CI runs the matrix that way to fit its time.
 """
 
 from __future__ import annotations
@@ -110,8 +113,8 @@ def build(version: str) -> Path:
     return venv
 
 
-def run_suites(venv: Path) -> tuple[int, str]:
-    """pytest over :data:`SUITES` in ``venv``; its exit code and summary line."""
+def run_suites(venv: Path, markers: str | None) -> tuple[int, str]:
+    """pytest over :data:`SUITES` in ``venv`` (only tests matching ``markers`` if given); its exit code and summary line."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AIRFLOW", "PYTEST"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # A per-test timeout above the suite's own 120 s: a loaded machine runs older versions' dag.test() slower.
@@ -125,6 +128,8 @@ def run_suites(venv: Path) -> tuple[int, str]:
         "-p",
         PLUGIN,
         "--timeout=300",
+        "--durations=15",
+        *(["-m", markers] if markers else []),
         *SUITES,
     ]
     process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -148,7 +153,7 @@ def installed(venv: Path, package: str) -> str:
     ).stdout.strip()
 
 
-def document(outcomes: list[Outcome], venvs: dict[str, Path]) -> str:
+def document(outcomes: list[Outcome], venvs: dict[str, Path], markers: str | None) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "| Airflow | task SDK | amazon provider | result | pytest summary | build / test time |",
@@ -166,7 +171,7 @@ def document(outcomes: list[Outcome], venvs: dict[str, Path]) -> str:
     return f"""# Version matrix
 
 Produced by `make matrix` ({when}; {platform.system()} {platform.machine()}, {os.cpu_count()} cores,
-Python {platform.python_version()}): `{" ".join(SUITES)}` in one virtualenv per Airflow version,
+Python {platform.python_version()}): `{" ".join(SUITES)}`{f' (tests matching `-m "{markers}"`)' if markers else ""} in one virtualenv per Airflow version,
 resolved from PyPI without Airflow's constraint files (pins: `tests/deployment/matrix.py`).
 
 {table}
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--versions", help="comma-separated Airflow versions (default: newest patches)")
     parser.add_argument("--minors", default=",".join(MINORS), help="minors to take the newest patch of")
+    parser.add_argument("--markers", help='pytest -m expression, e.g. "not slow" (default: every test)')
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     versions = args.versions.split(",") if args.versions else newest_patches(args.minors.split(","))
@@ -189,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         venvs[version] = build(version)
         built = time.monotonic()
-        exit_code, summary = run_suites(venvs[version])
+        exit_code, summary = run_suites(venvs[version], args.markers)
         outcomes.append(Outcome(version, exit_code, summary, built - started, time.monotonic() - built))
-    text = document(outcomes, venvs)
+    text = document(outcomes, venvs, args.markers)
     args.output.write_text(text)
     print(f"\n{text}\nwritten to {args.output}")
     return 0 if all(outcome.green for outcome in outcomes) else 1
