@@ -155,6 +155,12 @@ class BflImageInferenceTrigger(BaseTrigger):
             uuid for uuid in self.task_uuids if uuid not in self.statuses or not self.statuses[uuid].done
         ]
         finished = [uuid for uuid in self.task_uuids if uuid not in pending]
+        if not pending:  # cancelled after its last answer (the event may be on its way): nothing abandoned
+            self.log.info(
+                "Trigger cancelled after all %d Runware generation(s) finished; nothing was abandoned",
+                len(finished),
+            )
+            return
         self.log.warning(
             "Deferred task killed by a user: stopped waiting for %d Runware generation(s): %s. "
             "Runware has no cancel endpoint, so they keep running and every generation already "

@@ -333,6 +333,20 @@ async def test_on_kill_logs_the_abandoned_generations(bfl_conn: RunwareEmulator)
     assert "billed" in message and "no cancel endpoint" in message
 
 
+async def test_on_kill_after_every_generation_finished_warns_of_nothing(bfl_conn: RunwareEmulator) -> None:
+    """A trigger cancelled once its answers are all in (its event on the way) abandoned nothing: no warning."""
+    expected = submit(PROMPT, PROMPT)
+    trigger = BflImageInferenceTrigger(expected, deadline=time.time() + 60)
+    await fire(trigger)
+    assert all(status.done for status in trigger.statuses.values())
+    requests_before = bfl_conn.snapshot().requests
+    with capture_logs() as logs:
+        await trigger.on_kill()
+    assert bfl_conn.snapshot().requests == requests_before
+    assert [log["log_level"] for log in logs] == ["info"]
+    assert "nothing was abandoned" in logs[0]["event"] and "2 Runware generation(s)" in logs[0]["event"]
+
+
 async def test_waiting_triggers_log_progress_at_a_bounded_rate(
     bfl_conn: RunwareEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
