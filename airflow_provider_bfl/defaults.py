@@ -65,3 +65,7 @@ COALESCE_EARLY_MAX = 1.0
 #: Minimum seconds between two batches of the coalescer, so a burst of new triggers (the triggerer
 #: starts them one by one) is polled in a few requests rather than one request per trigger.
 COALESCE_ROUND_SPACING = 0.05
+#: Seconds for which one connection lookup serves every trigger of an event loop that starts on the
+#: same connection (a triggerer adopting hundreds reads it once, not hundreds of times); a changed
+#: API key or extra reaches the triggers that start after that.
+SETTINGS_REUSE_SECONDS = 10.0

@@ -27,6 +27,7 @@ from airflow_provider_bfl.exceptions import (
     BflWaitTimeoutError,
 )
 from airflow_provider_bfl.hooks._coalescer import coalescer_for
+from airflow_provider_bfl.hooks._loop_settings import shared_lookup
 from airflow_provider_bfl.hooks._transport import (
     ConnectionSettings,
     arun_flow,
@@ -123,14 +124,20 @@ class BflHook(BaseHook):
         return self._settings
 
     async def asettings(self) -> ConnectionSettings:
+        """The connection's settings; hooks of one event loop share a lookup (see ``_loop_settings``)."""
         if self._settings is None:
-            try:
-                conn = await self.aget_connection(self.bfl_conn_id)
-            except Exception as exc:
-                self._missing_connection(exc)
-            self._settings = _shared(settings_from_connection(conn, self._overrides))
-            await amask_secret(self._settings.api_key)
+            key = (self.bfl_conn_id, tuple(sorted(self._overrides.items())))
+            self._settings = await shared_lookup(key, self._alookup)
         return self._settings
+
+    async def _alookup(self) -> ConnectionSettings:
+        try:
+            conn = await self.aget_connection(self.bfl_conn_id)
+        except Exception as exc:
+            self._missing_connection(exc)
+        settings = _shared(settings_from_connection(conn, self._overrides))
+        await amask_secret(settings.api_key)
+        return settings
 
     def _missing_connection(self, cause: Exception) -> NoReturn:
         raise BflAuthenticationError(
