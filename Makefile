@@ -1,4 +1,4 @@
-# Every target sets itself up: a fresh clone needs only python3 (>= 3.10) and network access to PyPI.
+# Every target sets itself up: a fresh clone needs only python3 (3.11) and network access to PyPI.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
