@@ -290,7 +290,7 @@ class ImageLander:
     def land_url(self, entry: Mapping[str, Any], requested: Requested) -> dict[str, Any]:
         output_format = str(requested["outputFormat"])
         target = self.target(entry, output_format)
-        existing = self.record_stored(target, entry, requested)
+        existing = self._usable_stored(target, entry, requested)
         if existing is not None:
             return existing
         url = entry.get("imageURL")
@@ -322,7 +322,7 @@ class ImageLander:
     def land_bytes(self, entry: Mapping[str, Any], data: bytes, requested: Requested) -> dict[str, Any]:
         """Land a base64Data/dataURI result already decoded to ``data``."""
         target = self.target(entry, str(requested["outputFormat"]))
-        existing = self.record_stored(target, entry, requested)
+        existing = self._usable_stored(target, entry, requested)
         if existing is not None:
             return existing
         if len(data) > self.max_bytes:
@@ -354,6 +354,16 @@ class ImageLander:
         return _record(entry, target, hashing, facts, requested)
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _usable_stored(
+        self, target: ObjectStoragePath, entry: Mapping[str, Any], requested: Requested
+    ) -> dict[str, Any] | None:
+        """What :meth:`record_stored` finds, except that an object failing verification is landed again."""
+        try:
+            return self.record_stored(target, entry, requested)
+        except BflImageIntegrityError as unusable:  # cut short or replaced by someone: never trusted
+            log.warning("Replacing an unusable object already stored: %s", unusable)
+            return None
 
     def _spool(self) -> SpooledTemporaryFile[bytes]:
         return SpooledTemporaryFile(max_size=self.spool_memory, prefix="bfl-landing-")
@@ -414,8 +424,13 @@ class ImageLander:
             facts = verify(spool, hashing.size, output_format, where, size)
             spool.seek(0)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("wb") as out:
+            out = target.open("wb")
+            try:
                 shutil.copyfileobj(spool, out, CHUNK)
+            except BaseException:
+                _abandon(out)
+                raise
+            out.close()  # the upload (or its last part) happens here; a failure stores nothing
         return facts
 
     def _download(self, url: str, entry: Mapping[str, Any]) -> Generator[bytes, None, None]:
@@ -562,6 +577,28 @@ class _Decoder:
         return BflImageIntegrityError(
             f"{self._label}: the body does not decode as the {self._name} Content-Encoding it declares"
         )
+
+
+def _abandon(file: Any) -> None:
+    """
+    Throw away a remote file that failed while being written.
+
+    Closing it (what ``with`` does on an error) would upload what was written so far under the
+    final key: a cut-short object where a verified image belongs. fsspec's buffered files discard
+    their buffer and abort a multipart upload instead; any other file is closed as before.
+    """
+    from fsspec.spec import AbstractBufferedFile
+
+    # ObjectStoragePath.open wraps fsspec's file for lineage (Airflow 3.1-3.3: ``_obj``).
+    buffered = getattr(file, "_obj", file)
+    if not isinstance(buffered, AbstractBufferedFile):
+        file.close()
+        return
+    try:
+        buffered.discard()
+    except Exception as failure:  # the original error matters more; an aborted upload expires anyway
+        log.warning("Discarding a half-written upload failed: %s: %s", type(failure).__name__, failure)
+    buffered.closed = True  # never flushed: not by close(), not when garbage-collected
 
 
 def landing_error(exc: BaseException, entry: Mapping[str, Any], attempts: int | None = None) -> BflError:

@@ -181,3 +181,54 @@ def test_pillow_reads_back_what_was_landed(emulator: RunwareEmulator, tmp_path: 
         record = landing.land_url(entry, {**REQUESTED, "width": 512, "height": 384})
     with Image.open(io.BytesIO(Path(record["storedURI"].removeprefix("file://")).read_bytes())) as image:
         assert image.size == (512, 384) == (record["width"], record["height"])
+
+
+def test_an_s3_upload_failing_midway_stores_nothing_and_the_rerun_lands_it(
+    emulator: RunwareEmulator, s3_bucket: Any, mocker: Any
+) -> None:
+    """Closing a half-written S3 file would upload the half under the image's key: it is discarded instead."""
+    import shutil
+
+    real_copy = shutil.copyfileobj
+
+    def half_then_reset(source: Any, target: Any, length: int = 0) -> None:
+        data = source.read()
+        target.write(data[: len(data) // 2])
+        raise ConnectionResetError("connection reset by peer")
+
+    [entry] = generate(emulator, count=1)
+    copy = mocker.patch("airflow_provider_bfl.storage.landing.shutil.copyfileobj", autospec=True)
+    copy.side_effect = half_then_reset
+    with lander(f"s3://{s3_bucket.bucket}/generated", conn_id="aws_default") as landing:
+        records, failures = landing.land_urls([entry], requested_for([entry]))
+    assert records == [] and copy.call_count == 1
+    [(_, error)] = failures
+    assert "storing the image failed: ConnectionResetError" in str(error)
+    assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket).get("KeyCount", 0) == 0
+
+    copy.side_effect = real_copy
+    with lander(f"s3://{s3_bucket.bucket}/generated", conn_id="aws_default") as landing:
+        records, failures = landing.land_urls([entry], requested_for([entry]))
+    assert failures == []
+    key = records[0]["storedURI"].removeprefix(f"s3://{s3_bucket.bucket}/")
+    stored = s3_bucket.get_object(Bucket=s3_bucket.bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == records[0]["sha256"]
+
+
+@pytest.mark.parametrize("scheme", ["file", "s3"])
+def test_a_cut_short_object_already_at_the_target_is_replaced_not_trusted(
+    emulator: RunwareEmulator, tmp_path: Path, s3_bucket: Any, scheme: str
+) -> None:
+    """A half object left by an older version or another writer fails verification: the image is landed again."""
+    [entry] = generate(emulator, count=1)
+    destination = f"file://{tmp_path}/images" if scheme == "file" else f"s3://{s3_bucket.bucket}/generated"
+    kwargs = {} if scheme == "file" else {"conn_id": "aws_default"}
+    with lander(destination, **kwargs) as landing:
+        target = landing.target(entry, "PNG")
+        full = httpx.get(entry["imageURL"]).content
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(full[: len(full) // 2])
+        records, failures = landing.land_urls([entry], requested_for([entry]))
+    assert failures == []
+    assert target.read_bytes() == full
+    assert records[0]["sha256"] == hashlib.sha256(full).hexdigest()
