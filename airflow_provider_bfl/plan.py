@@ -20,13 +20,13 @@ from airflow_provider_bfl.exceptions import BflError
 if TYPE_CHECKING:
     from airflow_provider_bfl.models.request import ImageInferenceRequest
 
-#: The folder, beside a task's manifest, of saved plans: named without the manifest suffix, so
-#: it can never be a task's manifest (task ``x.plan`` would collide with a ``x.plan.jsonl``).
-PLANS_FOLDER = "plans"
+#: The folder, beside the tasks' manifests, of saved plans. ``@`` is not allowed in a task id, so
+#: no task's manifest (``{task_id}.jsonl``) or folder (QA's ``{task_id}/passed.jsonl``) can be it.
+PLANS_FOLDER = "@plans"
 
 
 def plan_location(manifest: str) -> str:
-    """Where the plan of the task whose manifest is ``manifest`` is saved: ``.../_manifests/plans/{name}``."""
+    """Where the plan of the task whose manifest is ``manifest`` is saved: ``.../_manifests/@plans/{name}``."""
     folder, _, name = manifest.rpartition("/")
     return f"{folder}/{PLANS_FOLDER}/{name}"
 

@@ -404,3 +404,27 @@ def test_the_sensor_refuses_a_plan_location_without_a_destination() -> None:
     with pytest.raises(BflInvalidRequestError, match="no destination") as caught:
         waiter.poke(context={})
     assert caught.value.parameter == "task_uuids"
+
+
+def test_saved_plans_never_share_a_path_with_any_tasks_manifests() -> None:
+    """QA named ``plans`` writes ``_manifests/plans/passed.jsonl``: a plans folder of that name held task ``passed``'s plan."""
+    from airflow.sdk.definitions._internal.node import validate_key
+
+    from airflow_provider_bfl.plan import PLANS_FOLDER, plan_location
+
+    folder = "s3://bucket/catalogue/run/_manifests"
+    task_ids = ["plans", "passed", "approved", "left_out", "generate.plans", "_plans"]
+    for task_id in task_ids:
+        validate_key(task_id)  # all legal task ids...
+    with pytest.raises(ValueError):
+        validate_key(PLANS_FOLDER)  # ...and the plans folder is none
+    task_files = {
+        path
+        for task_id in task_ids
+        for path in (
+            f"{folder}/{task_id}.jsonl",
+            *(f"{folder}/{task_id}/{n}.jsonl" for n in ("passed", "approved", "left_out")),
+        )
+    }
+    plans = {plan_location(f"{folder}/{task_id}.jsonl") for task_id in task_ids}
+    assert len(plans) == len(task_ids) and not plans & task_files
