@@ -91,6 +91,31 @@ AWS_ENV = {
 
 #: The Celery settings module of the ``celery`` topology (see :meth:`Deployment._python_path`).
 CELERY_CONFIG_MODULE = "bfl_deploy_celery"
+#: ``sitecustomize`` of the deployment's PYTHONPATH: with ``BFL_GC_PAUSES`` set (the triggerers), every
+#: full garbage collection of the process appends its wall-clock start and duration to a file there,
+#: so a blocked event loop can be told apart from the interpreter collecting Airflow's whole heap.
+GC_PAUSE_RECORDER = """\
+import gc
+import os
+import time
+
+_folder = os.environ.get("BFL_GC_PAUSES")
+_started = [0.0, 0.0]
+
+
+def _record(phase, info):
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _started[:] = [time.time(), time.perf_counter()]
+        return
+    with open(os.path.join(_folder, f"{os.getpid()}.log"), "a") as log:
+        log.write(f"{_started[0]:.6f} {time.perf_counter() - _started[1]:.6f}\\n")
+
+
+if _folder:
+    gc.callbacks.append(_record)
+"""
 CELERY_CONFIG_SOURCE = """\
 import importlib
 
@@ -346,7 +371,25 @@ class Deployment:
             "    return os.environ.get('BFL_SERVICE_NAME') or socket.getfqdn()\n"
         )
         (folder / f"{CELERY_CONFIG_MODULE}.py").write_text(CELERY_CONFIG_SOURCE)
+        (folder / "sitecustomize.py").write_text(GC_PAUSE_RECORDER)
         return folder
+
+    def runner_gc_pauses(self, triggerer: str) -> list[tuple[float, float]]:
+        """
+        ``(wall-clock start, seconds)`` of each full garbage collection so far in the processes below
+        ``triggerer``'s own (its trigger runner, whose event loop runs the triggers), as recorded by
+        the ``sitecustomize`` on the ``celery`` topology's PYTHONPATH (none elsewhere).
+        """
+        pauses = []
+        supervisor = f"{self.registry.services[triggerer].pid}.log"
+        for log in sorted((self.root / "gc-pauses" / triggerer).glob("*.log")):
+            if log.name == supervisor:
+                continue
+            for line in log.read_text().splitlines():
+                start, _, seconds = line.partition(" ")
+                if seconds:
+                    pauses.append((float(start), float(seconds)))
+        return sorted(pauses)
 
     def _home_environment(self, service: str) -> dict[str, str]:
         """An AIRFLOW_HOME (with its own DAG files and log folder) for one worker or triggerer."""
@@ -460,6 +503,10 @@ class Deployment:
         env = self._home_environment(service) if own_home else {}
         if self.topology.celery:
             env["BFL_SERVICE_NAME"] = service
+        if command == "triggerer":
+            pauses = self.root / "gc-pauses" / service
+            pauses.mkdir(parents=True, exist_ok=True)
+            env["BFL_GC_PAUSES"] = str(pauses)
         cwd = self._own_home(service) if own_home else self.home
         return self.registry.start(
             service, [AIRFLOW, command, *args], self.process_logs / f"{service}.log", cwd, env=env
