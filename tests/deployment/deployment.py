@@ -91,30 +91,77 @@ AWS_ENV = {
 
 #: The Celery settings module of the ``celery`` topology (see :meth:`Deployment._python_path`).
 CELERY_CONFIG_MODULE = "bfl_deploy_celery"
-#: ``sitecustomize`` of the deployment's PYTHONPATH: with ``BFL_GC_PAUSES`` set (the triggerers), every
-#: full garbage collection of the process appends its wall-clock start and duration to a file there,
-#: so a blocked event loop can be told apart from the interpreter collecting Airflow's whole heap.
-GC_PAUSE_RECORDER = """\
+#: ``sitecustomize`` of the deployment's PYTHONPATH. With ``BFL_LOOP_PROBES`` set (the triggerers) it
+#: records, per process, each full garbage collection (wall-clock start, seconds: ``<pid>.log``), and
+#: each event-loop callback that ran over 150 ms with the stack it was at by then (``<pid>.slow``), so
+#: a blocked triggerer loop can be told apart from the interpreter collecting Airflow's heap, and
+#: traced to the code that held it. Costs two clock reads a callback and a thread waking every 50 ms.
+LOOP_PROBES = """\
+import asyncio.events
 import gc
 import os
+import sys
+import threading
 import time
+import traceback
 
-_folder = os.environ.get("BFL_GC_PAUSES")
-_started = [0.0, 0.0]
+_folder = os.environ.get("BFL_LOOP_PROBES")
+_gc_started = [0.0, 0.0]
+#: The thread and perf_counter() start of the callback running now (0.0: none).
+_callback = [0, 0.0]
+SLOW = 0.15
 
 
-def _record(phase, info):
+def _write(suffix, text):
+    with open(os.path.join(_folder, f"{os.getpid()}.{suffix}"), "a") as out:
+        out.write(text)
+
+
+def _collection(phase, info):
     if info["generation"] != 2:
         return
     if phase == "start":
-        _started[:] = [time.time(), time.perf_counter()]
+        _gc_started[:] = [time.time(), time.perf_counter()]
         return
-    with open(os.path.join(_folder, f"{os.getpid()}.log"), "a") as log:
-        log.write(f"{_started[0]:.6f} {time.perf_counter() - _started[1]:.6f}\\n")
+    _write("log", f"{_gc_started[0]:.6f} {time.perf_counter() - _gc_started[1]:.6f}\\n")
+
+
+_run = asyncio.events.Handle._run
+
+
+def _timed_run(self):
+    _callback[:] = [threading.get_ident(), time.perf_counter()]
+    try:
+        _run(self)
+    finally:
+        took = time.perf_counter() - _callback[1]
+        _callback[1] = 0.0
+        if took > SLOW:
+            owner = getattr(self._callback, "__self__", self._callback)
+            _write("slow", f"== {time.time():.6f} {took:.3f} s {owner!r}"[:3000] + "\\n")
+
+
+def _watch():
+    dumped = 0.0
+    while True:
+        time.sleep(0.05)
+        thread, started = _callback
+        if started and started != dumped and time.perf_counter() - started > SLOW:
+            frame = sys._current_frames().get(thread)
+            if frame is not None:
+                dumped = started
+                _write("slow", "".join(traceback.format_stack(frame)[-25:]))
+
+
+def _start_watch():
+    threading.Thread(target=_watch, name="bfl-loop-probe", daemon=True).start()
 
 
 if _folder:
-    gc.callbacks.append(_record)
+    gc.callbacks.append(_collection)
+    asyncio.events.Handle._run = _timed_run
+    _start_watch()
+    os.register_at_fork(after_in_child=_start_watch)
 """
 CELERY_CONFIG_SOURCE = """\
 import importlib
@@ -371,7 +418,7 @@ class Deployment:
             "    return os.environ.get('BFL_SERVICE_NAME') or socket.getfqdn()\n"
         )
         (folder / f"{CELERY_CONFIG_MODULE}.py").write_text(CELERY_CONFIG_SOURCE)
-        (folder / "sitecustomize.py").write_text(GC_PAUSE_RECORDER)
+        (folder / "sitecustomize.py").write_text(LOOP_PROBES)
         return folder
 
     def runner_gc_pauses(self, triggerer: str) -> list[tuple[float, float]]:
@@ -382,7 +429,7 @@ class Deployment:
         """
         pauses = []
         supervisor = f"{self.registry.services[triggerer].pid}.log"
-        for log in sorted((self.root / "gc-pauses" / triggerer).glob("*.log")):
+        for log in sorted((self.root / "loop-probes" / triggerer).glob("*.log")):
             if log.name == supervisor:
                 continue
             for line in log.read_text().splitlines():
@@ -390,6 +437,12 @@ class Deployment:
                 if seconds:
                     pauses.append((float(start), float(seconds)))
         return sorted(pauses)
+
+    def runner_slow_callbacks(self, triggerer: str) -> str:
+        """What the probes wrote of ``triggerer``'s trigger runner's event-loop callbacks over 150 ms (stacks included)."""
+        supervisor = f"{self.registry.services[triggerer].pid}.slow"
+        logs = sorted((self.root / "loop-probes" / triggerer).glob("*.slow"))
+        return "".join(log.read_text() for log in logs if log.name != supervisor)
 
     def _home_environment(self, service: str) -> dict[str, str]:
         """An AIRFLOW_HOME (with its own DAG files and log folder) for one worker or triggerer."""
@@ -504,9 +557,9 @@ class Deployment:
         if self.topology.celery:
             env["BFL_SERVICE_NAME"] = service
         if command == "triggerer":
-            pauses = self.root / "gc-pauses" / service
-            pauses.mkdir(parents=True, exist_ok=True)
-            env["BFL_GC_PAUSES"] = str(pauses)
+            probes = self.root / "loop-probes" / service
+            probes.mkdir(parents=True, exist_ok=True)
+            env["BFL_LOOP_PROBES"] = str(probes)
         cwd = self._own_home(service) if own_home else self.home
         return self.registry.start(
             service, [AIRFLOW, command, *args], self.process_logs / f"{service}.log", cwd, env=env

@@ -248,7 +248,9 @@ def test_killed_triggerers_triggers_are_adopted_once_by_the_other(
             f"{len(held)} blocked-loop warnings beyond what full GCs explain: "
             f"{[(round(b.seconds, 2), round(b.collecting, 2)) for b in held]} (seconds, of which collecting); "
             f"an idle loop on this machine lagged up to {control_worst:.2f} s meanwhile "
-            f"(load {os.getloadavg()[0]:.1f})\n{survivor_output[-3000:]}"
+            f"(load {os.getloadavg()[0]:.1f})\n{survivor_output[-3000:]}\n"
+            f"The runner's callbacks over 150 ms, with where they were:\n"
+            f"{deployment.runner_slow_callbacks(survivor)[-12000:]}"
         )
         # ... and its polls kept going for every adopted wait.
         assert scenario.requests_since_start("getResponse") > polls_before
