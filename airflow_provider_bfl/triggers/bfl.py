@@ -14,7 +14,7 @@ not 2,000. This module imports nothing heavy, since DAG files import it while be
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -101,7 +101,7 @@ class BflImageInferenceTrigger(BaseTrigger):
             named = [*named[: events.DETAILED], f"and {len(named) - events.DETAILED} more"]
         # Paced: a triggerer adopting hundreds of triggers starts them in one loop iteration.
         _paced_log.log(
-            self.log.info,
+            self._log_method("info"),
             "Waiting for %d Runware generation(s) on connection %r: %s",
             len(self.statuses),
             self.bfl_conn_id,
@@ -110,7 +110,10 @@ class BflImageInferenceTrigger(BaseTrigger):
         event = await self._wait()
         # Out before the event: Airflow closes a trigger's log once the trigger has finished.
         await _paced_log.alog(
-            self.log.info, "Runware wait ended with status %s: %s", event["status"], event["message"]
+            self._log_method("info"),
+            "Runware wait ended with status %s: %s",
+            event["status"],
+            event["message"],
         )
         yield TriggerEvent(event)
 
@@ -132,7 +135,9 @@ class BflImageInferenceTrigger(BaseTrigger):
             # connection pool; leaving it (also by cancellation) never disturbs the other triggers.
             await hook.apoll_until_done(self.statuses, deadline=self.deadline, shared=True)
         except BflError as error:
-            _paced_log.log(self.log.error, "Polling Runware failed: %s", error)  # a failed batch ends many
+            _paced_log.log(
+                self._log_method("error"), "Polling Runware failed: %s", error
+            )  # ends many at once
             return events.from_error(
                 error, list(self.statuses), self.statuses, with_results=self.with_results
             )
@@ -143,6 +148,14 @@ class BflImageInferenceTrigger(BaseTrigger):
                 failure, list(self.statuses), self.statuses, with_results=self.with_results
             )
         return events.from_statuses(self.statuses, with_results=self.with_results)
+
+    def _log_method(self, level: str) -> Callable[..., object]:
+        """
+        ``self.log.<level>``, looked up only when the line is written (by the log writer thread):
+        the first use of ``self.log`` makes Airflow open the trigger's log file, which on a busy disk
+        held the triggerer's event loop for most of a second.
+        """
+        return lambda msg, *args: getattr(self.log, level)(msg, *args)
 
     async def on_kill(self) -> None:
         """
