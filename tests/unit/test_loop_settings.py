@@ -38,7 +38,10 @@ async def test_triggers_starting_together_read_their_connection_once(
         raise AssertionError("no event")
 
     statuses = await asyncio.gather(
-        *(fire(BflImageInferenceTrigger({uuid: n}, deadline=time.time() + 60)) for uuid, n in expected.items())
+        *(
+            fire(BflImageInferenceTrigger({uuid: n}, deadline=time.time() + 60))
+            for uuid, n in expected.items()
+        )
     )
     assert statuses == [events.SUCCESS] * 200
     assert lookups.call_count == 1
@@ -61,7 +64,9 @@ async def test_a_changed_key_reaches_hooks_that_start_after_the_reuse_window(
     )
 
 
-async def test_a_failed_lookup_is_not_reused(emulator: RunwareEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_lookup_is_not_reused(
+    emulator: RunwareEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_BFL_DEFAULT", raising=False)
     with pytest.raises(BflAuthenticationError, match="'bfl_default' \\(bfl_conn_id\\) could not be read"):
         await BflHook().asettings()
@@ -102,7 +107,11 @@ async def test_hooks_with_different_overrides_or_connections_look_up_their_own(
         BflHook().asettings(), BflHook(poll_interval=0.07).asettings(), BflHook("bfl_nightly").asettings()
     )
     assert (plain.poll.interval, tuned.poll.interval, nightly.poll.interval) == (0.02, 0.07, 0.05)
-    assert sorted(call.args[0] for call in lookups.call_args_list) == ["bfl_default", "bfl_default", "bfl_nightly"]
+    assert sorted(call.args[0] for call in lookups.call_args_list) == [
+        "bfl_default",
+        "bfl_default",
+        "bfl_nightly",
+    ]
 
 
 def test_event_loops_never_share_a_lookup(bfl_conn: RunwareEmulator, mocker: MockerFixture) -> None:
