@@ -290,6 +290,9 @@ def test_a_forked_child_writes_its_lines_with_a_writer_of_its_own(tmp_path: Any)
     asyncio.run(parent_line())  # the parent's writer thread is running now
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
+        import signal
+
+        signal.alarm(30)  # a child stuck on a lock inherited from another thread dies: never a hung test
         code = 1
         try:
             handler = logging.FileHandler(out)
