@@ -92,10 +92,12 @@ AWS_ENV = {
 #: The Celery settings module of the ``celery`` topology (see :meth:`Deployment._python_path`).
 CELERY_CONFIG_MODULE = "bfl_deploy_celery"
 #: ``sitecustomize`` of the deployment's PYTHONPATH. With ``BFL_LOOP_PROBES`` set (the triggerers) it
-#: records, per process, each full garbage collection (wall-clock start, seconds: ``<pid>.log``), and
-#: each event-loop callback that ran over 150 ms with the stack it was at by then (``<pid>.slow``), so
-#: a blocked triggerer loop can be told apart from the interpreter collecting Airflow's heap, and
-#: traced to the code that held it. Costs two clock reads a callback and a thread waking every 50 ms.
+#: records, per process, each full garbage collection (wall-clock start, seconds: ``<pid>.log``), each
+#: event-loop callback that ran over 150 ms with the stack it was at by then (``<pid>.slow``), and
+#: every 50 ms how long the loop's thread had waited for a CPU so far (the kernel's run-queue time:
+#: ``<pid>.cpu``), so a blocked triggerer loop can be told apart from the interpreter collecting
+#: Airflow's heap and from a machine with no core to spare, and traced to the code that held it.
+#: Costs two clock reads a callback and a thread waking every 50 ms.
 LOOP_PROBES = """\
 import asyncio.events
 import gc
@@ -109,6 +111,8 @@ _folder = os.environ.get("BFL_LOOP_PROBES")
 _gc_started = [0.0, 0.0]
 #: The thread and perf_counter() start of the callback running now (0.0: none).
 _callback = [0, 0.0]
+#: The kernel's id of each thread that ran a callback (a forked child's threads have new ones).
+_native_ids = {}
 SLOW = 0.15
 
 
@@ -130,7 +134,10 @@ _run = asyncio.events.Handle._run
 
 
 def _timed_run(self):
-    _callback[:] = [threading.get_ident(), time.perf_counter()]
+    thread = threading.get_ident()
+    if thread not in _native_ids:
+        _native_ids[thread] = threading.get_native_id()
+    _callback[:] = [thread, time.perf_counter()]
     try:
         _run(self)
     finally:
@@ -139,6 +146,18 @@ def _timed_run(self):
         if took > SLOW:
             owner = getattr(self._callback, "__self__", self._callback)
             _write("slow", f"== {time.time():.6f} {took:.3f} s {owner!r}"[:3000] + "\\n")
+
+
+def _run_queue_seconds(thread):
+    # Seconds the thread has spent runnable but waiting for a CPU (None: not known).
+    native = _native_ids.get(thread)
+    if native is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native}/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _watch():
@@ -151,17 +170,25 @@ def _watch():
             if frame is not None:
                 dumped = started
                 _write("slow", "".join(traceback.format_stack(frame)[-25:]))
+        waited = _run_queue_seconds(thread) if thread else None
+        if waited is not None:
+            _write("cpu", f"{time.time():.6f} {waited:.6f}\\n")
 
 
 def _start_watch():
     threading.Thread(target=_watch, name="bfl-loop-probe", daemon=True).start()
 
 
+def _after_fork():
+    _native_ids.clear()
+    _start_watch()
+
+
 if _folder:
     gc.callbacks.append(_collection)
     asyncio.events.Handle._run = _timed_run
     _start_watch()
-    os.register_at_fork(after_in_child=_start_watch)
+    os.register_at_fork(after_in_child=_after_fork)
 """
 CELERY_CONFIG_SOURCE = """\
 import importlib
@@ -437,6 +464,20 @@ class Deployment:
                 if seconds:
                     pauses.append((float(start), float(seconds)))
         return sorted(pauses)
+
+    def runner_run_queue(self, triggerer: str) -> list[list[tuple[float, float]]]:
+        """
+        Per process below ``triggerer``'s own (its trigger runners), ``(wall clock, seconds)``
+        samples of how long the event loop's thread had waited for a CPU by then (see ``LOOP_PROBES``).
+        """
+        supervisor = f"{self.registry.services[triggerer].pid}.cpu"
+        series = []
+        for samples in sorted((self.root / "loop-probes" / triggerer).glob("*.cpu")):
+            if samples.name == supervisor:
+                continue
+            pairs = [line.split() for line in samples.read_text().splitlines()]
+            series.append([(float(at), float(waited)) for at, waited in (p for p in pairs if len(p) == 2)])
+        return series
 
     def runner_slow_callbacks(self, triggerer: str) -> str:
         """What the probes wrote of ``triggerer``'s trigger runner's event-loop callbacks over 150 ms (stacks included)."""
