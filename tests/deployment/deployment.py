@@ -28,6 +28,7 @@ seconds, and a dead triggerer's triggers are adopted within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -214,6 +215,16 @@ def preload(**_):
     for name in PRELOADED:
         importlib.import_module(name)
 """
+
+
+def _number_pairs(text: str) -> list[tuple[float, float]]:
+    """The ``<number> <number>`` lines of a probe file (a line cut short by a crash is skipped)."""
+    pairs = []
+    for line in text.splitlines():
+        first, _, second = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            pairs.append((float(first), float(second)))
+    return pairs
 
 
 @dataclass
@@ -448,42 +459,32 @@ class Deployment:
         (folder / "sitecustomize.py").write_text(LOOP_PROBES)
         return folder
 
+    def _runner_probes(self, triggerer: str, suffix: str) -> list[str]:
+        """
+        What the probes wrote to ``<pid>.<suffix>`` for each process below ``triggerer``'s own (its
+        trigger runners, whose event loop runs the triggers), in pid order; the ``sitecustomize`` on
+        the ``celery`` topology's PYTHONPATH writes them (nothing elsewhere).
+        """
+        supervisor = f"{self.registry.services[triggerer].pid}.{suffix}"
+        files = sorted((self.root / "loop-probes" / triggerer).glob(f"*.{suffix}"))
+        return [probe.read_text() for probe in files if probe.name != supervisor]
+
     def runner_gc_pauses(self, triggerer: str) -> list[tuple[float, float]]:
-        """
-        ``(wall-clock start, seconds)`` of each full garbage collection so far in the processes below
-        ``triggerer``'s own (its trigger runner, whose event loop runs the triggers), as recorded by
-        the ``sitecustomize`` on the ``celery`` topology's PYTHONPATH (none elsewhere).
-        """
-        pauses = []
-        supervisor = f"{self.registry.services[triggerer].pid}.log"
-        for log in sorted((self.root / "loop-probes" / triggerer).glob("*.log")):
-            if log.name == supervisor:
-                continue
-            for line in log.read_text().splitlines():
-                start, _, seconds = line.partition(" ")
-                if seconds:
-                    pauses.append((float(start), float(seconds)))
-        return sorted(pauses)
+        """``(wall-clock start, seconds)`` of each full garbage collection so far in ``triggerer``'s runners."""
+        return sorted(
+            pause for text in self._runner_probes(triggerer, "log") for pause in _number_pairs(text)
+        )
 
     def runner_run_queue(self, triggerer: str) -> list[list[tuple[float, float]]]:
         """
-        Per process below ``triggerer``'s own (its trigger runners), ``(wall clock, seconds)``
-        samples of how long the event loop's thread had waited for a CPU by then (see ``LOOP_PROBES``).
+        Per runner of ``triggerer``, ``(wall clock, seconds)`` samples of how long its event loop's
+        thread had waited for a CPU by then.
         """
-        supervisor = f"{self.registry.services[triggerer].pid}.cpu"
-        series = []
-        for samples in sorted((self.root / "loop-probes" / triggerer).glob("*.cpu")):
-            if samples.name == supervisor:
-                continue
-            pairs = [line.split() for line in samples.read_text().splitlines()]
-            series.append([(float(at), float(waited)) for at, waited in (p for p in pairs if len(p) == 2)])
-        return series
+        return [_number_pairs(text) for text in self._runner_probes(triggerer, "cpu")]
 
     def runner_slow_callbacks(self, triggerer: str) -> str:
-        """What the probes wrote of ``triggerer``'s trigger runner's event-loop callbacks over 150 ms (stacks included)."""
-        supervisor = f"{self.registry.services[triggerer].pid}.slow"
-        logs = sorted((self.root / "loop-probes" / triggerer).glob("*.slow"))
-        return "".join(log.read_text() for log in logs if log.name != supervisor)
+        """What the probes wrote of ``triggerer``'s runners' event-loop callbacks over 150 ms (stacks included)."""
+        return "".join(self._runner_probes(triggerer, "slow"))
 
     def _home_environment(self, service: str) -> dict[str, str]:
         """An AIRFLOW_HOME (with its own DAG files and log folder) for one worker or triggerer."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployment.deployment import LOOP_PROBES
+from tests.deployment.deployment import LOOP_PROBES, _number_pairs
 from tests.deployment.loop_blocks import blocks_in, slow_callbacks
 
 OUTPUT = """\
@@ -130,11 +130,13 @@ def test_the_probes_sample_the_run_queue_of_the_loops_thread_in_a_process_and_it
     (site / "sitecustomize.py").write_text(LOOP_PROBES)
     env = {**os.environ, "PYTHONPATH": str(site), "BFL_LOOP_PROBES": str(probes)}
     subprocess.run([sys.executable, "-c", FORKED_LOOPS], env=env, check=True, timeout=60)
-    series = [
-        [tuple(map(float, line.split())) for line in samples.read_text().splitlines()]
-        for samples in sorted(probes.glob("*.cpu"))
-    ]
+    series = [_number_pairs(samples.read_text()) for samples in sorted(probes.glob("*.cpu"))]
     assert len(series) == 2  # the parent's loop and the child's, each under its own pid
     for samples in series:
         assert len(samples) >= 3
         assert all(later[0] > earlier[0] and later[1] >= earlier[1] for earlier, later in pairwise(samples))
+
+
+def test_a_probe_line_cut_short_by_a_killed_process_is_skipped_not_fatal() -> None:
+    text = "1796219480.607185 0.404660\n1796219480.657185 0.41\n1796219480.7\n17962194"
+    assert _number_pairs(text) == [(1796219480.607185, 0.40466), (1796219480.657185, 0.41)]
